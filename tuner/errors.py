@@ -1,0 +1,28 @@
+"""User-facing errors: each one says what went wrong and what to do about it.
+
+The CLI prints these without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+
+class TunerError(Exception):
+    """An error caused by the user's input or environment, with a message that says what to fix."""
+
+
+class ModelConfigError(TunerError):
+    """A model config.json that is missing, malformed or of an unknown architecture."""
+
+
+class NoGpuError(TunerError):
+    """A GPU-only operation was asked for on a machine without a usable CUDA device."""
+
+
+class DatabaseError(TunerError):
+    """The database cannot be opened, migrated, or is locked."""
+
+
+class ExportError(TunerError):
+    """An export that would overwrite files or has nothing to write."""
+
+
+class EngineError(TunerError):
+    """An inference engine that failed to launch, crashed or cannot be reached."""

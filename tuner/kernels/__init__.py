@@ -1,0 +1,1 @@
+"""Triton kernels whose launch configs the tuner searches, with their torch references."""

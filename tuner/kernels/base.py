@@ -1,0 +1,126 @@
+"""Types shared by every tunable kernel: the launch config, the quantization scheme, the problem shape.
+
+A `KernelConfig` carries exactly the six keys the engines' JSON files carry, so a config means the same
+thing in our kernel, in SGLang's and in vLLM's. Nothing here touches a GPU.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+CONFIG_KEYS: tuple[str, ...] = (
+    "BLOCK_SIZE_M",
+    "BLOCK_SIZE_N",
+    "BLOCK_SIZE_K",
+    "GROUP_SIZE_M",
+    "num_warps",
+    "num_stages",
+)
+
+
+@dataclass(frozen=True, order=True)
+class KernelConfig:
+    """One Triton launch config, as keyed in SGLang's / vLLM's tuned-config JSON files."""
+
+    block_size_m: int
+    block_size_n: int
+    block_size_k: int
+    group_size_m: int
+    num_warps: int
+    num_stages: int
+
+    def to_json_dict(self) -> dict[str, int]:
+        """The six engine keys, in the engines' order."""
+        return {
+            "BLOCK_SIZE_M": self.block_size_m,
+            "BLOCK_SIZE_N": self.block_size_n,
+            "BLOCK_SIZE_K": self.block_size_k,
+            "GROUP_SIZE_M": self.group_size_m,
+            "num_warps": self.num_warps,
+            "num_stages": self.num_stages,
+        }
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> KernelConfig:
+        missing = [k for k in CONFIG_KEYS if k not in data]
+        if missing:
+            raise ValueError(f"kernel config {data!r} lacks key(s) {', '.join(missing)}")
+        return cls(*(int(data[k]) for k in CONFIG_KEYS))
+
+    @property
+    def key(self) -> str:
+        """A compact, stable identifier, e.g. 'M64_N128_K128_G1_w4_s3' (used as a database key)."""
+        return (
+            f"M{self.block_size_m}_N{self.block_size_n}_K{self.block_size_k}"
+            f"_G{self.group_size_m}_w{self.num_warps}_s{self.num_stages}"
+        )
+
+    @classmethod
+    def from_key(cls, key: str) -> KernelConfig:
+        parts = key.split("_")
+        try:
+            m, n, k, g, w, s = parts
+            return cls(int(m[1:]), int(n[1:]), int(k[1:]), int(g[1:]), int(w[1:]), int(s[1:]))
+        except ValueError as exc:
+            raise ValueError(f"not a kernel config key: {key!r}") from exc
+
+
+class Quant(str, enum.Enum):
+    """How the expert weights (and activations) are stored."""
+
+    BF16 = "bf16"
+    FP8_PER_CHANNEL = "fp8_w8a8_per_channel"  # per-output-channel weight scales, per-token act scales
+    FP8_BLOCK = "fp8_w8a8_block"  # [bn, bk] weight-block scales, per-token-group act scales
+
+    @property
+    def is_fp8(self) -> bool:
+        return self is not Quant.BF16
+
+
+@dataclass(frozen=True)
+class MoeShape:
+    """The fused-MoE problem of one model at one parallelism, as the engine's kernel sees it.
+
+    `num_experts` (E) counts the fused shared expert when `fused_shared_experts` is 1; then every token's
+    top-k at run time has one extra slot that always routes to the last expert.
+    w1 (gate+up) is [E, 2N, K]; w2 (down) is [E, K, N].
+    """
+
+    num_experts: int  # E, local, including a fused shared expert
+    intermediate_size: int  # N, per shard, after the activation
+    hidden_size: int  # K
+    top_k: int  # routed experts per token, without the fused shared expert
+    quant: Quant = Quant.BF16
+    block_shape: tuple[int, int] | None = None  # (bn, bk) for FP8_BLOCK
+    fused_shared_experts: int = 0
+
+    def __post_init__(self) -> None:
+        if self.quant is Quant.FP8_BLOCK and self.block_shape is None:
+            raise ValueError("FP8 block quantization needs a block_shape")
+        if self.quant is not Quant.FP8_BLOCK and self.block_shape is not None:
+            raise ValueError(f"block_shape given for {self.quant.value}")
+
+    @property
+    def runtime_top_k(self) -> int:
+        return self.top_k + self.fused_shared_experts
+
+    @property
+    def routed_experts(self) -> int:
+        return self.num_experts - self.fused_shared_experts
+
+    @property
+    def key(self) -> str:
+        """Stable identifier for the database, e.g. 'E=161,N=192,K=5120,topk=8+1,fp8_w8a8_per_channel'."""
+        bs = f",block={self.block_shape[0]}x{self.block_shape[1]}" if self.block_shape else ""
+        return (
+            f"E={self.num_experts},N={self.intermediate_size},K={self.hidden_size},"
+            f"topk={self.top_k}+{self.fused_shared_experts},{self.quant.value}{bs}"
+        )
+
+
+# The batch sizes SGLang's and vLLM's tuners write, and that our sweep covers by default.
+STANDARD_BATCH_SIZES: tuple[int, ...] = (
+    1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096,
+)
