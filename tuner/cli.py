@@ -1,0 +1,74 @@
+"""The `tuner` command line: a thin layer that parses flags and calls the same functions the service uses.
+
+Each subcommand lives in `tuner/commands/<name>.py` with `register(subparsers)` and `run(args, settings)`.
+TunerError is printed as a one-line message (exit 2); anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from tuner.errors import TunerError
+from tuner.settings import Settings
+
+# module name in tuner.commands -> imported lazily, so `tuner --help` does not import torch
+COMMANDS: tuple[str, ...] = (
+    "kernel_sweep",
+    "export",
+    "models",
+    "db",
+    "bench",
+    "engine_sim",
+)
+
+
+def _load_command_modules() -> list:
+    modules = []
+    for name in COMMANDS:
+        try:
+            modules.append(importlib.import_module(f"tuner.commands.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name == f"tuner.commands.{name}":
+                continue  # command not built yet
+            raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuner",
+        description="Observability-driven autotuner for LLM inference serving.",
+    )
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default: $TUNER_DATABASE_URL or a SQLite "
+                        "file in the data folder)")
+    parser.add_argument("--data-dir", help="data folder (default: $TUNER_DATA_DIR or ~/.local/share/tuner)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default: $TUNER_LOG_LEVEL or INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in _load_command_modules():
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings.from_env().with_overrides(
+        database_url=args.database_url, data_dir=args.data_dir, log_level=args.log_level
+    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args, settings) or 0)
+    except TunerError as exc:
+        print(f"tuner: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tuner: interrupted; everything measured so far is saved.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
