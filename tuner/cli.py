@@ -33,8 +33,26 @@ def _load_command_modules() -> list:
         except ModuleNotFoundError as exc:
             if exc.name == f"tuner.commands.{name}":
                 continue  # command not built yet
+            if exc.name and not exc.name.startswith("tuner"):
+                # a third-party dependency of one command is missing: the other commands still work
+                modules.append(_missing_dependency_command(name, exc.name))
+                continue
             raise
     return modules
+
+
+def _missing_dependency_command(name: str, package: str):  # type: ignore[no-untyped-def]
+    import types
+
+    def run(args, settings):  # type: ignore[no-untyped-def]
+        raise TunerError(f"`tuner {name.replace('_', '-')}` needs the Python package {package!r}: "
+                         f"pip install {package} (or reinstall tuner with its dependencies)")
+
+    def register(sub):  # type: ignore[no-untyped-def]
+        p = sub.add_parser(name.replace("_", "-"), help=f"(unavailable: {package} is not installed)")
+        p.set_defaults(func=run)
+
+    return types.SimpleNamespace(register=register)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,187 @@
+"""Benchmark of `tuner kernel-sweep` on a GPU: tuned vs SGLang-default config, adaptive vs exhaustive, roofline.
+
+    python benchmarks/moe_sweep_benchmark.py sweep --model GLM-4.7-FP8 --tp 8 --workdir W [--exhaustive-m 8,128,2048]
+    python benchmarks/moe_sweep_benchmark.py report --model GLM-4.7-FP8 --tp 8 --workdir W --out docs/benchmarks/x.md
+
+`sweep` runs the default (adaptive) search over the 18 standard M, then `--exhaustive` on the given M, each
+in its own process with its own empty Triton cache so compilation is paid by each, and records wall times.
+`report` reads both databases: per-M tuned vs default latency (both measured in the same run, same kernel),
+the adaptive-vs-exhaustive best-latency gap and GPU time, and the achieved fraction of the memory roofline
+at small M (bytes of the experts actually touched over the measured copy bandwidth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _run_cli(args: list[str], db: Path, cache: Path) -> float:
+    env = {**os.environ, "TRITON_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tuner", "--database-url", f"sqlite:///{db}", *args], env=env, check=True)
+    return time.perf_counter() - t0
+
+
+def cmd_sweep(a: argparse.Namespace) -> None:
+    work = Path(a.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    timings_path = work / f"{_slug(a)}-walltimes.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    base = ["kernel-sweep", "--model", a.model, "--tp", str(a.tp), "--kernel-source", "tuner"]
+    if a.phase in ("all", "adaptive"):
+        timings["adaptive_wall_s"] = timings.get("adaptive_wall_s", 0.0) + _run_cli(
+            base + (["--batch-sizes", a.batch_sizes] if a.batch_sizes else []) + ["--budget", str(a.budget)],
+            work / f"{_slug(a)}-adaptive.db", work / f"{_slug(a)}-cache-adaptive")
+        timings_path.write_text(json.dumps(timings, indent=1))
+    if a.phase in ("all", "exhaustive"):
+        for m in [int(v) for v in a.exhaustive_m.split(",")]:
+            key = f"exhaustive_wall_s_M{m}"
+            if key in timings:
+                continue
+            timings[key] = _run_cli(base + ["--exhaustive", "--batch-sizes", str(m)],
+                                    work / f"{_slug(a)}-exhaustive.db", work / f"{_slug(a)}-cache-exh-{m}")
+            timings_path.write_text(json.dumps(timings, indent=1))
+
+
+def _slug(a: argparse.Namespace) -> str:
+    return f"{a.model.replace('/', '_')}-tp{a.tp}"
+
+
+def _measurements(db: Path) -> list[dict]:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    rows = [dict(r) for r in con.execute("select * from kernel_measurements")]
+    con.close()
+    return rows
+
+
+def _final_best(rows: list[dict], m: int) -> tuple[float | None, str | None]:
+    ok = [r for r in rows if r["batch_size"] == m and r["status"] == "ok"]
+    finals = [r for r in ok if (r["detail"] or "").startswith("replays=30")] or ok
+    if not finals:
+        return None, None
+    best = min(finals, key=lambda r: r["latency_us"])
+    return best["latency_us"], best["config_key"]
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    import torch
+
+    from tuner.kernels.moe_problem import touched_weight_bytes
+    from tuner.kernels.space import default_config
+    from tuner.kernels.timing import measure_copy_bandwidth_gbs
+    from tuner.models.config import load_model_config
+    from tuner.models.shapes import derive_moe_shape
+
+    work = Path(a.workdir)
+    shape = derive_moe_shape(load_model_config(a.model), tp=a.tp)
+    adaptive = _measurements(work / f"{_slug(a)}-adaptive.db")
+    exh_db = work / f"{_slug(a)}-exhaustive.db"
+    exhaustive = _measurements(exh_db) if exh_db.exists() else []
+    walls = json.loads((work / f"{_slug(a)}-walltimes.json").read_text())
+    bw_gbs = measure_copy_bandwidth_gbs(torch.device("cuda"))
+    device = torch.cuda.get_device_name()
+    sizes = sorted({r["batch_size"] for r in adaptive})
+    lines = [f"| M | default config | default us | tuned config | tuned us | speed-up |", "|---|---|---|---|---|---|"]
+    ratios, data = [], {"model": a.model, "tp": a.tp, "shape": shape.key, "device": device,
+                        "copy_bandwidth_gbs": bw_gbs, "rows": []}
+    for m in sizes:
+        dkey = default_config(shape, m).key
+        d = [r for r in adaptive if r["batch_size"] == m and r["config_key"] == dkey and r["status"] == "ok"]
+        best_us, best_key = _final_best(adaptive, m)
+        if not d or best_us is None:
+            continue
+        d_us = d[0]["latency_us"]
+        ratios.append(d_us / best_us)
+        lines.append(f"| {m} | {dkey} | {d_us:.1f} | {best_key} | {best_us:.1f} | {d_us / best_us:.3f}x |")
+        data["rows"].append({"M": m, "default_key": dkey, "default_us": d_us, "tuned_key": best_key, "tuned_us": best_us})
+    geo = math.exp(statistics.fmean(math.log(r) for r in ratios)) if ratios else float("nan")
+    data["geomean_speedup"] = geo
+    data["min_speedup"] = min(ratios) if ratios else None
+    out = [
+        f"# Fused-MoE kernel sweep: {a.model} TP{a.tp} ({shape.key})", "",
+        f"- Device: {device}; date: {dt.date.today().isoformat()}; torch {torch.__version__}; "
+        f"triton {__import__('triton').__version__}; kernel: tuner's own Triton fused MoE (`--kernel-source tuner`).",
+        f"- Commands: `python benchmarks/moe_sweep_benchmark.py sweep --model {a.model} --tp {a.tp} --workdir W` "
+        f"then `... report --model {a.model} --tp {a.tp} --workdir W --out <this file>` (one device call each).",
+        "- Timing: whole fused MoE per call (align, activation quant, up GEMM, SiLU-mul(+quant), down GEMM, top-k sum), "
+        "CUDA graph of 10 calls with fresh random routing each (fused shared expert in every token's top-k) "
+        "cycling over up to 4 weight copies, L2 flushed before each replay, median of 30 replays "
+        "(6 replays while searching). Default and tuned are measured in the same run.", "",
+        "## Tuned vs SGLang's default config (same kernel, same run)", "", *lines, "",
+        f"Geometric-mean speed-up over {len(ratios)} M: **{geo:.3f}x**; smallest per-M ratio: "
+        f"{(min(ratios) if ratios else float('nan')):.3f}x.", "",
+    ]
+    # adaptive vs exhaustive
+    ex_sizes = sorted({r["batch_size"] for r in exhaustive})
+    if ex_sizes:
+        out += ["## Default (adaptive) search vs `--exhaustive`", "",
+                "| M | adaptive best us | exhaustive best us | gap | adaptive configs / GPU s | exhaustive configs / GPU s | GPU-time ratio |",
+                "|---|---|---|---|---|---|---|"]
+        data["exhaustive"] = []
+        for m in ex_sizes:
+            a_us, _ = _final_best(adaptive, m)
+            e_us, _ = _final_best(exhaustive, m)
+            a_rows = [r for r in adaptive if r["batch_size"] == m]
+            e_rows = [r for r in exhaustive if r["batch_size"] == m]
+            a_s = sum(r["gpu_seconds"] for r in a_rows)
+            e_s = walls.get(f"exhaustive_wall_s_M{m}") or sum(r["gpu_seconds"] for r in e_rows)
+            gap = (a_us / e_us - 1) * 100 if a_us and e_us else float("nan")
+            out.append(f"| {m} | {a_us:.1f} | {e_us:.1f} | {gap:+.2f}% | {len(a_rows)} / {a_s:.0f} | "
+                       f"{len(e_rows)} / {e_s:.0f} | {a_s / e_s:.3f} |")
+            data["exhaustive"].append({"M": m, "adaptive_us": a_us, "exhaustive_us": e_us, "adaptive_gpu_s": a_s,
+                                       "exhaustive_gpu_s": e_s, "adaptive_n": len(a_rows), "exhaustive_n": len(e_rows)})
+        out += ["", f"Adaptive GPU seconds per M = the device time of its measurements at that M (compile waits, "
+                f"checks, timing); exhaustive = the wall time of its own process (empty Triton cache). Whole adaptive "
+                f"run over all {len(sizes)} M: {walls.get('adaptive_wall_s', float('nan')):.0f} s wall.", ""]
+    # roofline at small M
+    out += ["## Memory roofline at small M", "",
+            f"Measured device-to-device copy bandwidth: {bw_gbs:.0f} GB/s (read + write).", "",
+            "| M | expected experts touched | weight bytes touched (MB) | roofline us | tuned us | fraction of roofline |",
+            "|---|---|---|---|---|---|"]
+    from tuner.kernels.moe_problem import expected_distinct_experts
+
+    for row in data["rows"]:
+        if row["M"] > 64:
+            continue
+        b = touched_weight_bytes(shape, row["M"])
+        floor_us = b / (bw_gbs * 1e9) * 1e6
+        out.append(f"| {row['M']} | {expected_distinct_experts(shape, row['M']):.1f} | {b / 1e6:.1f} | {floor_us:.1f} | "
+                   f"{row['tuned_us']:.1f} | {floor_us / row['tuned_us']:.2f} |")
+    Path(a.out).write_text("\n".join(out) + "\n")
+    Path(a.out).with_suffix(".json").write_text(json.dumps(data, indent=1))
+    print("\n".join(out))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("sweep", "report"):
+        s = sub.add_parser(name)
+        s.add_argument("--model", required=True)
+        s.add_argument("--tp", type=int, default=8)
+        s.add_argument("--workdir", required=True)
+        if name == "sweep":
+            s.add_argument("--phase", choices=["all", "adaptive", "exhaustive"], default="all")
+            s.add_argument("--batch-sizes")
+            s.add_argument("--budget", type=int, default=48)
+            s.add_argument("--exhaustive-m", default="8,128,2048")
+        else:
+            s.add_argument("--out", required=True)
+    a = p.parse_args()
+    {"sweep": cmd_sweep, "report": cmd_report}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""`tuner kernel-sweep`: search fused-MoE Triton configs for a model on the local GPU(s), then export."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tuner.errors import NoGpuError, TunerError
+from tuner.kernels.base import STANDARD_BATCH_SIZES
+from tuner.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "kernel-sweep",
+        help="tune fused-MoE Triton configs for a model on this GPU and export engine config files",
+        description="Search BLOCK_SIZE_M/N/K, GROUP_SIZE_M, num_warps, num_stages of the fused-MoE kernel for "
+        "every batch size; every config is checked against a float32 reference before it is timed; every "
+        "measurement is stored as it arrives and a re-run resumes.",
+    )
+    p.add_argument("--model", required=True, help="catalog name (see `tuner models list`), a config.json, or a folder holding one")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
+    p.add_argument("--ep", type=int, default=1, help="expert-parallel size (default 1)")
+    fusion = p.add_mutually_exclusive_group()
+    fusion.add_argument("--shared-experts-fusion", dest="fusion", action="store_true", default=None,
+                        help="fuse the shared expert into the MoE (E+1, top-k+1); default: what SGLang does")
+    fusion.add_argument("--no-shared-experts-fusion", dest="fusion", action="store_false",
+                        help="as SGLang's --disable-shared-experts-fusion")
+    p.add_argument("--batch-sizes", help="comma-separated M values (default: the 18 standard ones)")
+    p.add_argument("--exhaustive", action="store_true", help="measure the whole config space of SGLang's tuner (slow; for comparison)")
+    p.add_argument("--budget", type=int, default=48, help="configs measured per batch size by the adaptive search (default 48)")
+    p.add_argument("--kernel-source", default="auto", choices=["auto", "tuner", "sglang", "vllm"],
+                   help="whose kernel to time: the engine's own when importable (auto), or ours")
+    p.add_argument("--routing", help="a torch file with recorded top-k ids [T, k] to sample routing from")
+    p.add_argument("--gpus", help="comma-separated GPU indices; one worker process per GPU (default: 0)")
+    p.add_argument("--compile-workers", type=int, help="parallel compile processes (default: CPU cores - 1, at most 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--export", metavar="DIR", help="after the sweep, export config files into DIR")
+    p.add_argument("--format", default="sglang,vllm", help="export formats, comma-separated (default: sglang,vllm)")
+    p.add_argument("--force", action="store_true", help="with --export: overwrite existing files")
+    p.add_argument("--interpret", action="store_true",
+                   help="no GPU: correctness-only pass of our kernel at tiny shapes under TRITON_INTERPRET=1")
+    p.set_defaults(func=run)
+
+
+def parse_batch_sizes(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return STANDARD_BATCH_SIZES
+    try:
+        sizes = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise TunerError(f"--batch-sizes must be comma-separated positive integers, got {text!r}") from None
+    if not sizes or sizes[0] < 1:
+        raise TunerError(f"--batch-sizes must be comma-separated positive integers, got {text!r}")
+    return sizes
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from tuner.models.config import load_model_config
+    from tuner.models.shapes import derive_moe_shape
+
+    cfg = load_model_config(args.model)
+    shape = derive_moe_shape(cfg, tp=args.tp, ep=args.ep, shared_experts_fusion=args.fusion)
+    batch_sizes = parse_batch_sizes(args.batch_sizes)
+    if args.interpret:
+        from tuner.search.interpret_check import run_interpret_check
+
+        return run_interpret_check(shape, print_fn=print)
+
+    from tuner.search.kernel_sweep import SweepSpec, run_sweep_multi_gpu
+
+    gpus = _parse_gpus(args.gpus)
+    spec = SweepSpec(
+        model=cfg.name, tp=args.tp, ep=args.ep, shared_experts_fusion=shape.fused_shared_experts > 0,
+        shape=shape, batch_sizes=batch_sizes, strategy="exhaustive" if args.exhaustive else "adaptive",
+        budget=args.budget, kernel_source=None if args.kernel_source == "auto" else args.kernel_source,
+        seed=args.seed, routing_path=args.routing,
+    )
+    print(f"{cfg.name} TP{args.tp} EP{args.ep}: {shape.key}")
+    if len(gpus) == 1:
+        from tuner.search.kernel_sweep import run_sweep
+
+        run_sweep(spec, settings.resolved_database_url, gpus[0], args.compile_workers)
+    else:
+        run_sweep_multi_gpu(spec, settings.resolved_database_url, gpus)
+    if args.export:
+        from tuner.commands.export import export_latest
+
+        written = export_latest(settings, model=cfg.name, tp=args.tp, ep=args.ep, out_dir=args.export,
+                                formats=args.format, force=args.force, shape_key=shape.key)
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
+def _parse_gpus(text: str | None) -> list[int]:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise NoGpuError(
+            "no CUDA GPU is visible: kernel-sweep times kernels on an NVIDIA GPU. On this machine use "
+            "`tuner kernel-sweep --model ... --interpret` for a correctness-only pass on the CPU."
+        )
+    count = torch.cuda.device_count()
+    if not text:
+        return [0]
+    try:
+        gpus = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise TunerError(f"--gpus must be comma-separated GPU indices, got {text!r}") from None
+    bad = [g for g in gpus if not 0 <= g < count]
+    if bad or not gpus:
+        raise TunerError(f"--gpus {text}: this machine has GPUs 0..{count - 1}")
+    return gpus
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
