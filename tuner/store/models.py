@@ -1,0 +1,192 @@
+"""SQLAlchemy models of the results store: kernel measurements, sweeps and their best configs, bench runs.
+
+Only portable column types (JSON, timezone-aware timestamps) so SQLite and PostgreSQL both work. The schema
+itself is created by the Alembic migrations in `migrations/versions`; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints, so later migrations can refer to them on every backend (SQLite batch mode needs names).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored with time zone, always handed back timezone-aware in UTC.
+
+    PostgreSQL keeps the zone; SQLite stores naive text, so the zone is re-attached on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware one (UTC)")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+# None is stored as SQL NULL, not as the JSON text 'null'.
+JsonOrNull = JSON(none_as_null=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class KernelMeasurement(Base):
+    """One timing of one kernel config at one batch size, for one shape on one device/software stack."""
+
+    __tablename__ = "kernel_measurements"
+    __table_args__ = (
+        UniqueConstraint(
+            "kernel",
+            "kernel_source",
+            "device_name",
+            "triton_version",
+            "bench_method",
+            "shape_key",
+            "batch_size",
+            "config_key",
+            name="uq_kernel_measurements_key",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kernel: Mapped[str] = mapped_column(String)
+    kernel_source: Mapped[str] = mapped_column(String)
+    device_name: Mapped[str] = mapped_column(String)
+    triton_version: Mapped[str] = mapped_column(String)
+    bench_method: Mapped[str] = mapped_column(String)
+    shape_key: Mapped[str] = mapped_column(String)
+    batch_size: Mapped[int] = mapped_column(Integer)
+    config_key: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    latency_us: Mapped[float | None] = mapped_column(Float)
+    latency_spread_us: Mapped[float | None] = mapped_column(Float)
+    max_rel_error: Mapped[float | None] = mapped_column(Float)
+    detail: Mapped[str | None] = mapped_column(Text)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class KernelSweep(Base):
+    """One sweep of a kernel over batch sizes for one model/parallelism/device; resumed by its unique key."""
+
+    __tablename__ = "kernel_sweeps"
+    __table_args__ = (
+        UniqueConstraint(
+            "model",
+            "tp",
+            "ep",
+            "shared_experts_fusion",
+            "kernel",
+            "kernel_source",
+            "device_name",
+            "triton_version",
+            "bench_method",
+            "shape_key",
+            name="uq_kernel_sweeps_key",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utc_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utc_now, onupdate=utc_now)
+    status: Mapped[str] = mapped_column(String)
+    model: Mapped[str] = mapped_column(String)
+    tp: Mapped[int] = mapped_column(Integer)
+    ep: Mapped[int] = mapped_column(Integer)
+    shared_experts_fusion: Mapped[bool] = mapped_column(Boolean)
+    dtype: Mapped[str] = mapped_column(String)
+    kernel: Mapped[str] = mapped_column(String)
+    kernel_source: Mapped[str] = mapped_column(String)
+    device_name: Mapped[str] = mapped_column(String)
+    triton_version: Mapped[str] = mapped_column(String)
+    torch_version: Mapped[str] = mapped_column(String)
+    bench_method: Mapped[str] = mapped_column(String)
+    shape: Mapped[dict[str, Any]] = mapped_column(JSON)
+    shape_key: Mapped[str] = mapped_column(String)
+    batch_sizes: Mapped[list[int]] = mapped_column(JSON)
+    strategy: Mapped[str] = mapped_column(String)
+    engine_version: Mapped[str | None] = mapped_column(String)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    notes: Mapped[dict[str, Any] | None] = mapped_column(JsonOrNull)
+
+
+class KernelBestConfig(Base):
+    """The fastest correct config of a sweep at one batch size (what the engines' JSON file gets)."""
+
+    __tablename__ = "kernel_best_configs"
+    __table_args__ = (UniqueConstraint("sweep_id", "batch_size", name="uq_kernel_best_configs_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("kernel_sweeps.id", ondelete="CASCADE"))
+    batch_size: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config_key: Mapped[str] = mapped_column(String)
+    latency_us: Mapped[float] = mapped_column(Float)
+    default_latency_us: Mapped[float | None] = mapped_column(Float)
+
+
+class BenchRun(Base):
+    """One `tuner bench` run: an engine launched with flags, driven by a workload, its metrics scraped."""
+
+    __tablename__ = "bench_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utc_now)
+    engine: Mapped[str] = mapped_column(String)
+    engine_version: Mapped[str | None] = mapped_column(String)
+    model: Mapped[str] = mapped_column(String)
+    gpu: Mapped[str | None] = mapped_column(String)
+    flags: Mapped[Any] = mapped_column(JSON)
+    env: Mapped[Any] = mapped_column(JSON)
+    workload: Mapped[Any] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String)
+    failure_kind: Mapped[str | None] = mapped_column(String)
+    error: Mapped[str | None] = mapped_column(Text)
+    client_summary: Mapped[Any | None] = mapped_column(JsonOrNull)
+    engine_metrics: Mapped[Any | None] = mapped_column(JsonOrNull)
+    server_info: Mapped[Any | None] = mapped_column(JsonOrNull)
+    log_path: Mapped[str | None] = mapped_column(String)
+    stage_seconds: Mapped[Any | None] = mapped_column(JsonOrNull)
+
+
+TABLES: tuple[str, ...] = ("kernel_measurements", "kernel_sweeps", "kernel_best_configs", "bench_runs")
