@@ -1,0 +1,153 @@
+"""The MoE model families we can derive kernel shapes for: which config.json fields hold what, per family.
+
+Adding a model family is one entry in `FAMILIES`. Nothing here reads files or computes shapes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class FusionPolicy(enum.Enum):
+    """When SGLang folds the shared expert into the routed experts' fused-MoE kernel by default."""
+
+    NEVER = "never"  # no shared expert, or the engine never fuses it for this architecture
+    ALWAYS = "always"  # DeepSeek-V3/R1 (and Kimi-K2, same architecture): fused when there is exactly 1
+    UNLESS_EP = "unless_ep"  # GLM-4.5/4.6/4.7 (incl. Air): fused when exactly 1, but not with ep > 1
+
+
+@dataclass(frozen=True)
+class MoeFamily:
+    """Where one architecture keeps its MoE numbers in config.json."""
+
+    name: str
+    architectures: tuple[str, ...]
+    model_types: tuple[str, ...]
+    experts_field: str  # routed experts
+    intermediate_field: str  # per-expert intermediate size (before tensor parallelism)
+    shared_experts_field: str | None = None  # count of shared experts (None: the family has none)
+    fusion: FusionPolicy = FusionPolicy.NEVER
+    top_k_field: str = "num_experts_per_tok"
+    hidden_field: str = "hidden_size"
+
+
+FAMILIES: tuple[MoeFamily, ...] = (
+    MoeFamily(
+        name="deepseek_v3",
+        architectures=("DeepseekV3ForCausalLM",),
+        model_types=("deepseek_v3", "kimi_k2"),
+        experts_field="n_routed_experts",
+        intermediate_field="moe_intermediate_size",
+        shared_experts_field="n_shared_experts",
+        fusion=FusionPolicy.ALWAYS,
+    ),
+    MoeFamily(
+        name="deepseek_v2",
+        architectures=("DeepseekV2ForCausalLM",),
+        model_types=("deepseek_v2",),
+        experts_field="n_routed_experts",
+        intermediate_field="moe_intermediate_size",
+        shared_experts_field="n_shared_experts",
+    ),
+    MoeFamily(
+        name="glm4_moe",
+        architectures=("Glm4MoeForCausalLM",),
+        model_types=("glm4_moe",),
+        experts_field="n_routed_experts",
+        intermediate_field="moe_intermediate_size",
+        shared_experts_field="n_shared_experts",
+        fusion=FusionPolicy.UNLESS_EP,
+    ),
+    MoeFamily(
+        # GLM-4.5V: MoE fields live in text_config; SGLang's default fusion for it is not established here.
+        name="glm4v_moe",
+        architectures=("Glm4vMoeForConditionalGeneration",),
+        model_types=("glm4v_moe", "glm4v_moe_text"),
+        experts_field="n_routed_experts",
+        intermediate_field="moe_intermediate_size",
+        shared_experts_field="n_shared_experts",
+    ),
+    MoeFamily(
+        name="qwen3_moe",
+        architectures=("Qwen3MoeForCausalLM",),
+        model_types=("qwen3_moe",),
+        experts_field="num_experts",
+        intermediate_field="moe_intermediate_size",
+    ),
+    MoeFamily(
+        name="qwen3_vl_moe",
+        architectures=("Qwen3VLMoeForConditionalGeneration",),
+        model_types=("qwen3_vl_moe", "qwen3_vl_moe_text"),
+        experts_field="num_experts",
+        intermediate_field="moe_intermediate_size",
+    ),
+    MoeFamily(
+        # Qwen2-MoE's shared expert has its own size (shared_expert_intermediate_size): it is never fused.
+        name="qwen2_moe",
+        architectures=("Qwen2MoeForCausalLM",),
+        model_types=("qwen2_moe",),
+        experts_field="num_experts",
+        intermediate_field="moe_intermediate_size",
+    ),
+    MoeFamily(
+        # Mixtral's experts are full-size MLPs: the expert width is intermediate_size.
+        name="mixtral",
+        architectures=("MixtralForCausalLM",),
+        model_types=("mixtral",),
+        experts_field="num_local_experts",
+        intermediate_field="intermediate_size",
+    ),
+)
+
+EXPERT_COUNT_FIELDS: tuple[str, ...] = ("n_routed_experts", "num_experts", "num_local_experts")
+
+
+def text_section(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The part of config.json that describes the language model (`text_config` for VL models)."""
+    text_config = raw.get("text_config")
+    if isinstance(text_config, Mapping):
+        return text_config
+    return raw
+
+
+def architectures_of(raw: Mapping[str, Any]) -> list[str]:
+    archs = raw.get("architectures")
+    if isinstance(archs, str):
+        return [archs]
+    if isinstance(archs, list):
+        return [a for a in archs if isinstance(a, str)]
+    return []
+
+
+def model_types_of(raw: Mapping[str, Any]) -> list[str]:
+    found = []
+    for section in (raw, text_section(raw)):
+        value = section.get("model_type")
+        if isinstance(value, str) and value not in found:
+            found.append(value)
+    return found
+
+
+def find_family(raw: Mapping[str, Any]) -> MoeFamily | None:
+    """The family named by `architectures` (first match), else by `model_type`; None when neither is known."""
+    archs = architectures_of(raw)
+    for arch in archs:
+        for family in FAMILIES:
+            if arch in family.architectures:
+                return family
+    for model_type in model_types_of(raw):
+        for family in FAMILIES:
+            if model_type in family.model_types:
+                return family
+    return None
+
+
+def known_architectures() -> list[str]:
+    return [arch for family in FAMILIES for arch in family.architectures]
+
+
+def known_model_types() -> list[str]:
+    return [mt for family in FAMILIES for mt in family.model_types]
