@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -24,11 +25,28 @@ import time
 from pathlib import Path
 
 
-def _run_cli(args: list[str], db: Path, cache: Path) -> float:
+def _run_cli(args: list[str], db: Path, cache: Path, time_limit_s: float) -> tuple[float, bool]:
+    """Run `tuner ...` in its own process group; at the time limit interrupt it like Ctrl-C (it saves and
+    marks the sweep interrupted; a later run resumes), then kill the group. Returns (wall s, finished)."""
     env = {**os.environ, "TRITON_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tuner", "--database-url", f"sqlite:///{db}", *args], env=env, check=True)
-    return time.perf_counter() - t0
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", "--database-url", f"sqlite:///{db}", *args], env=env,
+                            start_new_session=True)
+    try:
+        proc.wait(timeout=max(time_limit_s, 1))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return time.perf_counter() - t0, proc.returncode == 0
 
 
 def cmd_sweep(a: argparse.Namespace) -> None:
@@ -36,20 +54,27 @@ def cmd_sweep(a: argparse.Namespace) -> None:
     work.mkdir(parents=True, exist_ok=True)
     timings_path = work / f"{_slug(a)}-walltimes.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    deadline = time.perf_counter() + a.time_limit_s
     base = ["kernel-sweep", "--model", a.model, "--tp", str(a.tp), "--kernel-source", "tuner"]
-    if a.phase in ("all", "adaptive"):
-        timings["adaptive_wall_s"] = timings.get("adaptive_wall_s", 0.0) + _run_cli(
+    if a.phase in ("all", "adaptive") and not timings.get("adaptive_finished"):
+        wall, done = _run_cli(
             base + (["--batch-sizes", a.batch_sizes] if a.batch_sizes else []) + ["--budget", str(a.budget)],
-            work / f"{_slug(a)}-adaptive.db", work / f"{_slug(a)}-cache-adaptive")
+            work / f"{_slug(a)}-adaptive.db", work / f"{_slug(a)}-cache-adaptive", deadline - time.perf_counter())
+        timings["adaptive_wall_s"] = timings.get("adaptive_wall_s", 0.0) + wall
+        timings["adaptive_finished"] = done
         timings_path.write_text(json.dumps(timings, indent=1))
     if a.phase in ("all", "exhaustive"):
         for m in [int(v) for v in a.exhaustive_m.split(",")]:
             key = f"exhaustive_wall_s_M{m}"
-            if key in timings:
+            if timings.get(f"exhaustive_finished_M{m}"):
                 continue
-            timings[key] = _run_cli(base + ["--exhaustive", "--batch-sizes", str(m)],
-                                    work / f"{_slug(a)}-exhaustive.db", work / f"{_slug(a)}-cache-exh-{m}")
+            wall, done = _run_cli(base + ["--exhaustive", "--batch-sizes", str(m)], work / f"{_slug(a)}-exhaustive.db",
+                                  work / f"{_slug(a)}-cache-exh-{m}", deadline - time.perf_counter())
+            timings[key] = timings.get(key, 0.0) + wall
+            timings[f"exhaustive_finished_M{m}"] = done
             timings_path.write_text(json.dumps(timings, indent=1))
+            if not done:
+                break
 
 
 def _slug(a: argparse.Namespace) -> str:
@@ -177,6 +202,8 @@ def main() -> None:
             s.add_argument("--batch-sizes")
             s.add_argument("--budget", type=int, default=48)
             s.add_argument("--exhaustive-m", default="8,128,2048")
+            s.add_argument("--time-limit-s", type=float, default=1e9,
+                           help="interrupt (resumably) after this long; run again to continue")
         else:
             s.add_argument("--out", required=True)
     a = p.parse_args()
