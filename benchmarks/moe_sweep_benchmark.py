@@ -55,11 +55,15 @@ def cmd_sweep(a: argparse.Namespace) -> None:
     timings_path = work / f"{_slug(a)}-walltimes.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     deadline = time.perf_counter() + a.time_limit_s
+    # Triton caches live outside the workdir (which may be copied around); one per search mode, so each
+    # mode pays its own compilation. The exhaustive runs share one cache across their M, as one tuner
+    # process would.
+    cache_root = Path(os.environ.get("BENCH_CACHE_ROOT", "/tmp/tuner-bench-cache"))
     base = ["kernel-sweep", "--model", a.model, "--tp", str(a.tp), "--kernel-source", "tuner"]
     if a.phase in ("all", "adaptive") and not timings.get("adaptive_finished"):
         wall, done = _run_cli(
             base + (["--batch-sizes", a.batch_sizes] if a.batch_sizes else []) + ["--budget", str(a.budget)],
-            work / f"{_slug(a)}-adaptive.db", work / f"{_slug(a)}-cache-adaptive", deadline - time.perf_counter())
+            work / f"{_slug(a)}-adaptive.db", cache_root / f"{_slug(a)}-adaptive", deadline - time.perf_counter())
         timings["adaptive_wall_s"] = timings.get("adaptive_wall_s", 0.0) + wall
         timings["adaptive_finished"] = done
         timings_path.write_text(json.dumps(timings, indent=1))
@@ -69,7 +73,7 @@ def cmd_sweep(a: argparse.Namespace) -> None:
             if timings.get(f"exhaustive_finished_M{m}"):
                 continue
             wall, done = _run_cli(base + ["--exhaustive", "--batch-sizes", str(m)], work / f"{_slug(a)}-exhaustive.db",
-                                  work / f"{_slug(a)}-cache-exh-{m}", deadline - time.perf_counter())
+                                  cache_root / f"{_slug(a)}-exhaustive", deadline - time.perf_counter())
             timings[key] = timings.get(key, 0.0) + wall
             timings[f"exhaustive_finished_M{m}"] = done
             timings_path.write_text(json.dumps(timings, indent=1))
