@@ -1,0 +1,84 @@
+"""`tuner kernel-sweep` and `tuner export` as a user meets them on a machine without a GPU."""
+
+import json
+
+import pytest
+
+from tuner.cli import main
+from tuner.kernels.base import KernelConfig
+from tuner.models.config import load_model_config
+from tuner.models.shapes import derive_moe_shape
+from tuner.store.db import open_database
+from tuner.store.kernels import get_or_create_sweep, save_best_configs
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("TUNER_DATABASE_URL", raising=False)
+    return tmp_path / "data"
+
+
+def test_no_gpu_is_a_clear_error_pointing_at_interpret(data_dir, capsys):
+    assert main(["kernel-sweep", "--model", "GLM-4.7-FP8", "--tp", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU" in err and "--interpret" in err
+
+
+def test_interpret_pass_checks_the_models_dtype_on_cpu(data_dir, capsys):
+    assert main(["kernel-sweep", "--model", "DeepSeek-V3", "--tp", "8", "--interpret"]) == 0
+    out = capsys.readouterr().out
+    assert "fp8_w8a8_block" in out and "all configs correct" in out
+
+
+def test_malformed_model_config_names_the_missing_field(data_dir, tmp_path, capsys):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+                               "hidden_size": 7168, "num_experts_per_tok": 8, "n_routed_experts": 256}))
+    assert main(["kernel-sweep", "--model", str(cfg), "--tp", "8", "--interpret"]) == 2
+    assert "moe_intermediate_size" in capsys.readouterr().err
+
+
+def test_bad_batch_sizes_are_rejected(data_dir, capsys):
+    assert main(["kernel-sweep", "--model", "GLM-4.7-FP8", "--batch-sizes", "1,x", "--interpret"]) == 2
+    assert "--batch-sizes" in capsys.readouterr().err
+
+
+def _store_sweep(data_dir, device="NVIDIA H100 80GB HBM3"):
+    shape = derive_moe_shape(load_model_config("GLM-4.7-FP8"), tp=8)
+    db = open_database(f"sqlite:///{data_dir / 'tuner.db'}")
+    sid = get_or_create_sweep(
+        db, model="zai-org/GLM-4.7-FP8", tp=8, ep=1, shared_experts_fusion=True, dtype=shape.quant.value,
+        kernel="fused_moe", kernel_source="tuner", device_name=device, triton_version="3.6.0",
+        torch_version="2.11", bench_method="m", shape=shape, shape_key=shape.key, batch_sizes=[1, 64, 4096],
+        strategy="adaptive")
+    rows = []
+    for m, c in [(64, KernelConfig(16, 128, 128, 1, 4, 4)), (1, KernelConfig(16, 64, 128, 1, 4, 3)),
+                 (4096, KernelConfig(128, 128, 128, 16, 8, 3))]:
+        rows.append((m, c.to_json_dict(), c.key, 10.0, 12.0))
+    save_best_configs(db, sid, rows)
+    db.dispose()
+
+
+def test_export_writes_engine_files_from_the_database(data_dir, tmp_path, capsys):
+    data_dir.mkdir(parents=True)
+    _store_sweep(data_dir)
+    out = tmp_path / "out"
+    assert main(["export", "--model", "GLM-4.7-FP8", "--tp", "8", "--out", str(out)]) == 0
+    sglang = out / "configs" / "triton_3_6_0" / (
+        "E=161,N=192,device_name=NVIDIA_H100_80GB_HBM3,dtype=fp8_w8a8,per_channel_quant=True.json")
+    data = json.loads(sglang.read_text())
+    assert list(data) == ["1", "64", "4096"]
+    assert data["64"] == KernelConfig(16, 128, 128, 1, 4, 4).to_json_dict()
+    vllm_files = list((out / "vllm").glob("*.json"))
+    assert [p.name for p in vllm_files] == ["E=160,N=192,device_name=NVIDIA_H100_80GB_HBM3,dtype=fp8_w8a8.json"]
+    assert "SGLANG_MOE_CONFIG_DIR" in capsys.readouterr().out
+    # a second export refuses to overwrite, --force overwrites
+    assert main(["export", "--model", "GLM-4.7-FP8", "--tp", "8", "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["export", "--model", "GLM-4.7-FP8", "--tp", "8", "--out", str(out), "--force"]) == 0
+
+
+def test_export_without_a_sweep_says_what_to_run(data_dir, tmp_path, capsys):
+    assert main(["export", "--model", "GLM-4.7-FP8", "--tp", "8", "--out", str(tmp_path / "o")]) == 2
+    assert "tuner kernel-sweep" in capsys.readouterr().err

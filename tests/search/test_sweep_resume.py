@@ -1,0 +1,108 @@
+"""The sweep loop over one batch size, with a fake timed problem and a real SQLite database:
+every measurement is written as it arrives, an interrupted sweep resumes without re-measuring,
+wrong configs are recorded and never chosen."""
+
+import pytest
+
+from tuner.kernels.base import KernelConfig, MoeShape, Quant
+from tuner.kernels.space import candidate_space, default_config
+from tuner.kernels.timing import TimingResult
+from tuner.search.kernel_sweep import FINAL_REPLAYS, SweepSpec, _BatchSweeper, make_strategy, sweep_batch_size
+from tuner.store.db import open_database
+from tuner.store.kernels import MeasurementContext, load_measurements
+
+SHAPE = MoeShape(161, 192, 5120, 8, Quant.FP8_PER_CHANNEL, fused_shared_experts=1)
+CTX = MeasurementContext("fused_moe", "tuner", "Fake GPU", "3.6.0", "test-method")
+M = 64
+
+
+def latency(c: KernelConfig) -> float:
+    """A smooth synthetic landscape with its optimum at (M32, N128, K128, w4, s4)."""
+    return (100 + 10 * abs(c.block_size_m - 32) / 16 + 8 * abs(c.block_size_n - 128) / 32
+            + 6 * abs(c.block_size_k - 128) / 64 + 3 * (c.num_warps != 4) + 2 * abs(c.num_stages - 4)
+            + 0.5 * (c.group_size_m != 1))
+
+
+class FakeProblem:
+    def __init__(self, wrong=frozenset(), interrupt_after=None):
+        self.wrong = wrong
+        self.timed: list[KernelConfig] = []
+        self.interrupt_after = interrupt_after
+
+    def check(self, config):
+        return 0.5 if config in self.wrong else 1e-3
+
+    def is_correct(self, err):
+        return err < 0.03
+
+    def time(self, config, replays):
+        if self.interrupt_after is not None and len(self.timed) >= self.interrupt_after:
+            raise KeyboardInterrupt
+        self.timed.append(config)
+        return TimingResult(latency(config), 0.1, replays)
+
+
+def _spec():
+    return SweepSpec(model="m", tp=8, ep=1, shared_experts_fusion=True, shape=SHAPE, budget=24)
+
+
+def _run(db, problem):
+    spec = _spec()
+    sweeper = _BatchSweeper(db, CTX, SHAPE, problem, None, M)
+    strategy = make_strategy(spec, M, [default_config(SHAPE, M)])
+    return sweep_batch_size(sweeper, spec, strategy, M, pool_width=8)
+
+
+def test_every_measurement_is_stored_and_a_rerun_measures_nothing(tmp_path):
+    db = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    first = FakeProblem()
+    result = _run(db, first)
+    stored = load_measurements(db, CTX, SHAPE.key, M)
+    assert {m.config_key for m in stored} == {c.key for c in first.timed}  # every timed config, nothing else
+    assert all(m.status == "ok" and m.latency_us == latency(KernelConfig.from_key(m.config_key)) for m in stored)
+    again = FakeProblem()
+    result2 = _run(db, again)
+    assert again.timed == []  # nothing re-measured
+    assert result2.best == result.best
+    assert result2.reused == len(stored)
+
+
+def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
+    db = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    with pytest.raises(KeyboardInterrupt):
+        _run(db, FakeProblem(interrupt_after=10))
+    kept = {m.config_key for m in load_measurements(db, CTX, SHAPE.key, M)}
+    assert len(kept) == 10  # nothing measured was lost, nothing half-written
+    resumed = FakeProblem()
+    result = _run(db, resumed)
+    quick_retimed = [c for c in resumed.timed if c.key in kept]
+    # configs measured before the interruption are only re-timed as finalists (with more replays)
+    assert len(quick_retimed) <= 5
+    assert result.best is not None
+
+
+def test_search_finds_a_config_close_to_the_best_of_the_space(tmp_path):
+    db = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    result = _run(db, FakeProblem())
+    true_best = min(latency(c) for c in candidate_space(SHAPE, M))
+    assert result.best_latency_us <= true_best * 1.03
+    assert result.measured <= 24 + 6  # budget + finalists and default, far below the ~1100 candidates
+
+
+def test_fast_but_wrong_configs_are_recorded_and_never_chosen(tmp_path):
+    db = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    fastest = min(candidate_space(SHAPE, M), key=latency)
+    result = _run(db, FakeProblem(wrong=frozenset({fastest})))
+    assert result.best != fastest
+    rows = {m.config_key: m for m in load_measurements(db, CTX, SHAPE.key, M)}
+    if fastest.key in rows:
+        assert rows[fastest.key].status == "wrong" and rows[fastest.key].latency_us is None
+
+
+def test_finalists_are_retimed_with_full_replays(tmp_path):
+    db = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    result = _run(db, FakeProblem())
+    best = [m for m in load_measurements(db, CTX, SHAPE.key, M) if m.config_key == result.best.key][0]
+    assert best.detail == f"replays={FINAL_REPLAYS}"
+    assert result.default_latency_us == latency(default_config(SHAPE, M))
+    assert result.best_latency_us <= result.default_latency_us

@@ -1,0 +1,75 @@
+"""`tuner export`: write tuned configs from the database as SGLang / vLLM config files."""
+
+from __future__ import annotations
+
+import argparse
+
+from tuner.errors import TunerError
+from tuner.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write tuned kernel configs as the JSON files SGLang and vLLM load",
+                       description="Export the best config per batch size of the matching kernel sweeps.")
+    p.add_argument("--model", help="model name as given to kernel-sweep (catalog name or path)")
+    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--ep", type=int, default=1)
+    p.add_argument("--device-name", help='only sweeps on this GPU, e.g. "NVIDIA H100 80GB HBM3"')
+    p.add_argument("--out", help="output folder (SGLang: SGLANG_MOE_CONFIG_DIR=<out>; vLLM: <out>/vllm)")
+    p.add_argument("--format", default="sglang,vllm", help="comma-separated: sglang, vllm (default both)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--list", action="store_true", help="list the sweeps in the database and exit")
+    p.set_defaults(func=run)
+
+
+def export_latest(settings: Settings, model: str, tp: int, ep: int, out_dir: str, formats: str, force: bool,
+                  shape_key: str | None = None, device_name: str | None = None) -> list:
+    from tuner.export.from_store import export_sweeps, find_sweeps
+    from tuner.models.config import load_model_config
+    from tuner.store.db import open_database
+
+    name = load_model_config(model).name
+    db = open_database(settings.resolved_database_url)
+    try:
+        sweeps = find_sweeps(db, name, tp, ep, device_name=device_name, shape_key=shape_key)
+        return [f.path for f in export_sweeps(db, sweeps, out_dir, _formats(formats), force)]
+    finally:
+        db.dispose()
+
+
+def _formats(text: str) -> list[str]:
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    if not formats:
+        raise TunerError("--format needs at least one of: sglang, vllm")
+    return formats
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from tuner.export.from_store import export_sweeps, find_sweeps, usage_hints
+    from tuner.store.db import open_database
+    from tuner.store.kernels import list_sweeps, load_best_configs
+
+    db = open_database(settings.resolved_database_url)
+    try:
+        if args.list:
+            for s in list_sweeps(db):
+                n = len(load_best_configs(db, s.id))
+                print(f"#{s.id} {s.model} TP{s.tp} EP{s.ep} {s.shape_key} on {s.device_name} triton {s.triton_version} "
+                      f"[{s.kernel_source}, {s.strategy}] {s.status}: {n} batch sizes tuned")
+            return 0
+        if not args.model or not args.out:
+            raise TunerError("tuner export needs --model and --out (or --list)")
+        from tuner.models.config import load_model_config
+
+        name = load_model_config(args.model).name
+        sweeps = find_sweeps(db, name, args.tp, args.ep, device_name=args.device_name)
+        formats = _formats(args.format)
+        for f in export_sweeps(db, sweeps, args.out, formats, args.force):
+            print(f"wrote {f.path}")
+            for note in f.notes:
+                print(f"  note: {note}")
+        for hint in usage_hints(args.out, formats):
+            print(hint)
+        return 0
+    finally:
+        db.dispose()

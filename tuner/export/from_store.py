@@ -1,0 +1,73 @@
+"""Export tuned fused-MoE configs from the results database into the files engines load.
+
+Shared by `tuner export`, `tuner kernel-sweep --export` and the service. It picks the sweep(s) matching a
+model / parallelism, turns each sweep's best config per batch size into a ConfigTable and hands it to the
+engine exporters; it never measures anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuner.errors import ExportError
+from tuner.export.registry import get_exporter
+from tuner.export.tables import ConfigTable
+from tuner.kernels.base import KernelConfig, MoeShape, Quant
+from tuner.store.db import Database
+from tuner.store.kernels import SweepRecord, list_sweeps, load_best_configs
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    path: Path
+    engine: str
+    sweep_id: int
+    notes: tuple[str, ...] = ()
+
+
+def shape_of(sweep: SweepRecord) -> MoeShape:
+    fields = dict(sweep.shape)
+    fields["quant"] = Quant(fields["quant"])
+    if fields.get("block_shape") is not None:
+        fields["block_shape"] = tuple(fields["block_shape"])
+    return MoeShape(**fields)
+
+
+def find_sweeps(db: Database, model: str, tp: int, ep: int = 1, device_name: str | None = None,
+                shape_key: str | None = None) -> list[SweepRecord]:
+    """The newest sweep per (device, Triton version, shape, kernel source) with best configs stored."""
+    sweeps = [s for s in list_sweeps(db, model=model, device_name=device_name) if s.tp == tp and s.ep == ep]
+    if shape_key:
+        sweeps = [s for s in sweeps if s.shape_key == shape_key]
+    newest: dict[tuple, SweepRecord] = {}
+    for s in sorted(sweeps, key=lambda s: s.updated_at):
+        if load_best_configs(db, s.id):
+            newest[(s.device_name, s.triton_version, s.shape_key, s.kernel_source)] = s
+    return list(newest.values())
+
+
+def table_of(db: Database, sweep: SweepRecord) -> ConfigTable:
+    best = load_best_configs(db, sweep.id)
+    return ConfigTable.from_mapping({m: KernelConfig.from_json_dict(cfg) for m, (cfg, _, _) in best.items()})
+
+
+def export_sweeps(db: Database, sweeps: list[SweepRecord], out_dir: str | Path, formats: list[str],
+                  force: bool = False) -> list[ExportedFile]:
+    if not sweeps:
+        raise ExportError("no finished sweep with tuned configs matches; run `tuner kernel-sweep` first "
+                          "(`tuner export --list` shows what the database holds)")
+    exporters = [get_exporter(f) for f in formats]
+    out = Path(out_dir)
+    written: list[ExportedFile] = []
+    for sweep in sweeps:
+        shape, table = shape_of(sweep), table_of(db, sweep)
+        for exporter in exporters:
+            notes = tuple(n for p in exporter.plan(shape, sweep.device_name, sweep.triton_version) for n in p.notes)
+            for path in exporter.write(out, shape, sweep.device_name, sweep.triton_version, table, force=force):
+                written.append(ExportedFile(path, exporter.name, sweep.id, notes))
+    return written
+
+
+def usage_hints(out_dir: str | Path, formats: list[str]) -> list[str]:
+    return [get_exporter(f).usage_hint(Path(out_dir)) for f in formats]
