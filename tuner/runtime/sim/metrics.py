@@ -1,0 +1,199 @@
+"""Prometheus metrics of the simulated server with SGLang's exact names, labels and default buckets,
+in a dedicated CollectorRegistry (so several servers can live in one test process).
+
+Only recording and exposition; when to observe what is the engine's decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+DEFAULT_TTFT_BUCKETS_S = (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400)
+DEFAULT_ITL_BUCKETS_S = (
+    0.002,
+    0.004,
+    0.006,
+    0.008,
+    0.010,
+    0.015,
+    0.020,
+    0.025,
+    0.030,
+    0.035,
+    0.040,
+    0.060,
+    0.080,
+    0.100,
+    0.200,
+    0.400,
+    0.600,
+    0.800,
+    1,
+    2,
+    4,
+    6,
+    8,
+)
+DEFAULT_E2E_BUCKETS_S = (
+    0.1,
+    0.2,
+    0.4,
+    0.6,
+    0.8,
+    1,
+    2,
+    4,
+    6,
+    8,
+    10,
+    20,
+    40,
+    60,
+    80,
+    100,
+    200,
+    400,
+    600,
+    1200,
+    1800,
+    2400,
+)
+QUEUE_TIME_BUCKETS_S = (
+    0.0,
+    0.1,
+    0.2,
+    0.5,
+    1,
+    2,
+    3,
+    4,
+    5,
+    10,
+    15,
+    20,
+    30,
+    40,
+    50,
+    60,
+    70,
+    80,
+    90,
+    100,
+    200,
+    300,
+    400,
+    500,
+    600,
+    1200,
+    1800,
+    2400,
+)
+CACHE_SOURCE = "device"  # the GPU radix cache (no host or storage tiers in the simulator)
+
+
+class SimMetrics:
+    def __init__(
+        self,
+        model_name: str,
+        extra_labels: Mapping[str, str] | None = None,
+        ttft_buckets_s: Sequence[float] | None = None,
+        itl_buckets_s: Sequence[float] | None = None,
+        e2e_buckets_s: Sequence[float] | None = None,
+    ) -> None:
+        self.registry = CollectorRegistry()
+        extra = dict(extra_labels or {})
+        base = {"model_name": model_name, **extra}
+        gauge_labels = {
+            "model_name": model_name,
+            "engine_type": "unified",
+            "tp_rank": "0",
+            "pp_rank": "0",
+            "moe_ep_rank": "0",
+            **extra,
+        }
+        r = self.registry
+
+        def hist(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
+            return Histogram(name, doc, list(base), buckets=list(buckets), registry=r)
+
+        def counter(name: str, doc: str, more: Sequence[str] = ()) -> Counter:
+            return Counter(name, doc, [*base, *more], registry=r)
+
+        self.ttft = hist(
+            "sglang:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            ttft_buckets_s or DEFAULT_TTFT_BUCKETS_S,
+        ).labels(**base)
+        self.itl = hist(
+            "sglang:inter_token_latency_seconds",
+            "Histogram of inter-token latency in seconds.",
+            itl_buckets_s or DEFAULT_ITL_BUCKETS_S,
+        ).labels(**base)
+        self.e2e = hist(
+            "sglang:e2e_request_latency_seconds",
+            "Histogram of End-to-end request latency in seconds",
+            e2e_buckets_s or DEFAULT_E2E_BUCKETS_S,
+        ).labels(**base)
+        self.queue_time = hist(
+            "sglang:queue_time_seconds", "Histogram of queueing time in seconds.", QUEUE_TIME_BUCKETS_S
+        ).labels(**base)
+        self.prompt_tokens = counter("sglang:prompt_tokens", "Number of prefill tokens processed.").labels(
+            **base
+        )
+        self.generation_tokens = counter(
+            "sglang:generation_tokens", "Number of generation tokens processed."
+        ).labels(**base)
+        self.cached_tokens = counter(
+            "sglang:cached_tokens", "Number of cached prompt tokens.", ["cache_source"]
+        ).labels(**base, cache_source=CACHE_SOURCE)
+        self.num_requests = counter("sglang:num_requests", "Number of requests processed.").labels(**base)
+        self.num_aborted = counter("sglang:num_aborted_requests", "Number of requests aborted.").labels(
+            **base
+        )
+        realtime = counter("sglang:realtime_tokens", "Tokens processed, by mode.", ["mode"])
+        self.realtime_prefill_compute = realtime.labels(**base, mode="prefill_compute")
+        self.realtime_prefill_cache = realtime.labels(**base, mode="prefill_cache")
+        self.realtime_decode = realtime.labels(**base, mode="decode")
+        passes = counter("sglang:cuda_graph_passes", "Forward passes, by CUDA graph use.", ["mode"])
+        self.graph_passes = passes.labels(**base, mode="cuda_graph")
+        self.eager_passes = passes.labels(**base, mode="eager")
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, list(gauge_labels), registry=r).labels(**gauge_labels)
+
+        self.num_running_reqs = gauge("sglang:num_running_reqs", "The number of running requests.")
+        self.num_queue_reqs = gauge("sglang:num_queue_reqs", "The number of requests in the waiting queue.")
+        self.token_usage = gauge("sglang:token_usage", "The token usage.")
+        self.num_used_tokens = gauge("sglang:num_used_tokens", "The number of used tokens.")
+        self.max_total_num_tokens = gauge("sglang:max_total_num_tokens", "Maximum total number of tokens.")
+        self.gen_throughput = gauge("sglang:gen_throughput", "The generation throughput (token/s).")
+        self.cache_hit_rate = gauge("sglang:cache_hit_rate", "The prefix cache hit rate.")
+        self.spec_accept_length = gauge(
+            "sglang:spec_accept_length", "The average acceptance length of speculative decoding."
+        )
+        self.spec_accept_rate = gauge(
+            "sglang:spec_accept_rate", "The average acceptance rate of speculative decoding."
+        )
+
+    def observe_tokens(self, interval_s: float, num_tokens: int) -> None:
+        """Inter-token latency: a release of n tokens after interval_s counts n tokens of interval_s / n."""
+        if num_tokens <= 0:
+            return
+        per_token = max(0.0, interval_s) / num_tokens
+        for _ in range(num_tokens):
+            self.itl.observe(per_token)
+
+    def observe_finished(
+        self, prompt_tokens: int, generation_tokens: int, cached_tokens: int, e2e_latency_s: float
+    ) -> None:
+        self.prompt_tokens.inc(prompt_tokens)
+        self.generation_tokens.inc(generation_tokens)
+        if cached_tokens > 0:
+            self.cached_tokens.inc(cached_tokens)
+        self.num_requests.inc()
+        self.e2e.observe(e2e_latency_s)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
