@@ -266,20 +266,23 @@ def fused_moe(
 
 def make_weights(shape: MoeShape, dtype: torch.dtype, device: str | torch.device, seed: int) -> MoeWeights:
     """Random expert weights at the scale of real checkpoints (unit-variance activations stay O(1))."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    # Generated (and quantized) on the target device: hundreds of MB per copy for real shapes.
+    g = torch.Generator(device=device).manual_seed(seed)
     e, n, k = shape.num_experts, shape.intermediate_size, shape.hidden_size
-    w1 = torch.randn((e, 2 * n, k), generator=g) / k**0.5
-    w2 = torch.randn((e, k, n), generator=g) / n**0.5
+
+    def rand(size: tuple[int, int, int], fan_in: int) -> torch.Tensor:
+        return torch.randn(size, generator=g, device=device) / fan_in**0.5
+
     if not shape.quant.is_fp8:
-        return MoeWeights(w1.to(device=device, dtype=dtype), w2.to(device=device, dtype=dtype))
+        return MoeWeights(rand((e, 2 * n, k), k).to(dtype), rand((e, k, n), n).to(dtype))
     if shape.quant is Quant.FP8_PER_CHANNEL:
-        q1, s1 = _quantize_weight_per_channel(w1)
-        q2, s2 = _quantize_weight_per_channel(w2)
+        q1, s1 = _quantize_weight_per_channel(rand((e, 2 * n, k), k))
+        q2, s2 = _quantize_weight_per_channel(rand((e, k, n), n))
     else:
         assert shape.block_shape is not None
-        q1, s1 = _quantize_weight_blocks(w1, shape.block_shape)
-        q2, s2 = _quantize_weight_blocks(w2, shape.block_shape)
-    return MoeWeights(q1.to(device), q2.to(device), s1.to(device), s2.to(device))
+        q1, s1 = _quantize_weight_blocks(rand((e, 2 * n, k), k), shape.block_shape)
+        q2, s2 = _quantize_weight_blocks(rand((e, k, n), n), shape.block_shape)
+    return MoeWeights(q1, q2, s1, s2)
 
 
 def _quantize_weight_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,7 +295,7 @@ def _quantize_weight_blocks(w: torch.Tensor, block_shape: tuple[int, int]) -> tu
     bn, bk = block_shape
     e, rows, cols = w.shape
     rb, cb = triton.cdiv(rows, bn), triton.cdiv(cols, bk)
-    padded = torch.zeros((e, rb * bn, cb * bk), dtype=w.dtype)
+    padded = torch.zeros((e, rb * bn, cb * bk), dtype=w.dtype, device=w.device)
     padded[:, :rows, :cols] = w
     blocks = padded.view(e, rb, bn, cb, bk)
     scale = blocks.abs().amax(dim=(2, 4)).clamp(min=1e-10) / FP8_MAX  # [E, rb, cb]

@@ -14,7 +14,7 @@ import torch
 
 from tuner.kernels.backends import MoeKernelBackend
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
-from tuner.kernels.fused_moe import make_weights, random_routing, reference_fused_moe
+from tuner.kernels.fused_moe import MoeWeights, make_weights, random_routing, reference_fused_moe
 from tuner.kernels.timing import L2Flusher, TimingResult, time_calls
 
 # Relative L2 error above which a config's output is declared wrong. Correct kernels land near 1e-3 (FP8 with
@@ -58,6 +58,13 @@ def touched_weight_bytes(shape: MoeShape, batch_size: int) -> float:
     return weight_bytes(shape) / shape.num_experts * expected_distinct_experts(shape, batch_size)
 
 
+def make_weight_copies(shape: MoeShape, device: torch.device, act_dtype: torch.dtype = torch.bfloat16,
+                       seed: int = 0) -> list[MoeWeights]:
+    """Up to WEIGHT_COPIES_MAX independent weight sets (within WEIGHT_BYTES_BUDGET); shared by every batch size."""
+    copies = max(1, min(WEIGHT_COPIES_MAX, WEIGHT_BYTES_BUDGET // max(weight_bytes(shape), 1)))
+    return [make_weights(shape, act_dtype, device, seed + i) for i in range(copies)]
+
+
 class MoeProblem:
     """Inputs for `CALLS_PER_GRAPH` calls with fresh routing each, cycling over several weight copies so a
     replay never finds the previous call's experts in L2; plus one check input with its reference."""
@@ -65,11 +72,11 @@ class MoeProblem:
     def __init__(
         self, shape: MoeShape, batch_size: int, backend: MoeKernelBackend, device: torch.device,
         act_dtype: torch.dtype = torch.bfloat16, seed: int = 0, routing: RoutingTrace | None = None,
+        weights: list[MoeWeights] | None = None,
     ) -> None:
         self.shape, self.batch_size, self.backend = shape, batch_size, backend
         g = torch.Generator().manual_seed(seed + batch_size)
-        copies = max(1, min(WEIGHT_COPIES_MAX, WEIGHT_BYTES_BUDGET // max(weight_bytes(shape), 1)))
-        self.weights = [make_weights(shape, act_dtype, device, seed + i) for i in range(copies)]
+        self.weights = weights if weights is not None else make_weight_copies(shape, device, act_dtype, seed)
         self.inputs = [self._make_input(g, device, act_dtype, routing) for _ in range(CALLS_PER_GRAPH)]
         self.check_input = self._make_input(g, device, act_dtype, routing)
         x, tw, ti = self.check_input

@@ -182,7 +182,7 @@ def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile
     import triton
 
     from tuner.kernels.backends import get_backend
-    from tuner.kernels.moe_problem import MoeProblem, RoutingTrace
+    from tuner.kernels.moe_problem import MoeProblem, RoutingTrace, make_weight_copies
     from tuner.kernels.timing import BENCH_METHOD, require_cuda
     from tuner.search.compile_pool import CompilePool
 
@@ -205,13 +205,15 @@ def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile
     report = SweepReport(sweep_id, device_name, triton.__version__, backend.name)
     pool = CompilePool(spec.shape, backend.name, device_index, compile_workers)
     sizes = batch_sizes or spec.batch_sizes
+    weights = make_weight_copies(spec.shape, device, seed=spec.seed)  # once: identical for every batch size
     progress_ctx = _progress(progress, len(sizes), spec)
     try:
         with progress_ctx as bar:
             for batch_size in sizes:
                 seeds = [default_config(spec.shape, batch_size)] + neighbour_seeds(db, ctx, spec.shape, batch_size)
                 strategy = make_strategy(spec, batch_size, seeds)
-                problem = MoeProblem(spec.shape, batch_size, backend, device, seed=spec.seed, routing=routing)
+                problem = MoeProblem(spec.shape, batch_size, backend, device, seed=spec.seed, routing=routing,
+                                     weights=weights)
                 sweeper = _BatchSweeper(db, ctx, spec.shape, problem, pool, batch_size)
                 bar.start_batch(batch_size, getattr(strategy, "budget", None) or len(getattr(strategy, "candidates", [])))
                 result = sweep_batch_size(sweeper, spec, strategy, batch_size, pool.workers, bar.advance)
