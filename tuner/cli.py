@@ -16,7 +16,9 @@ from tuner.settings import Settings
 
 # module name in tuner.commands -> imported lazily, so `tuner --help` does not import torch
 COMMANDS: tuple[str, ...] = (
+    "demo",
     "kernel_sweep",
+    "flag_search",
     "export",
     "models",
     "db",

@@ -1,0 +1,29 @@
+# Routine commands. `make test` and `make demo` set up the virtualenv first (idempotent).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of torch from this machine's local disk; on a GPU host install your CUDA torch first instead.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup test demo lint bench-gpu clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+demo: setup
+	$(BIN)/tuner demo
+
+lint: setup
+	$(BIN)/pip install -q ruff mypy && $(BIN)/ruff check tuner tests && $(BIN)/mypy tuner
+
+clean:
+	rm -rf $(VENV) build *.egg-info
