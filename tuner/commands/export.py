@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="sglang,vllm", help="comma-separated: sglang, vllm (default both)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--list", action="store_true", help="list the sweeps in the database and exit")
+    p.add_argument("--flag-study", metavar="NAME",
+                   help="instead of kernel configs: export a flag study's best config (SGLang --config YAML, "
+                   "launch command, JSON, Pareto front) into --out")
     p.set_defaults(func=run)
 
 
@@ -57,8 +60,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"#{s.id} {s.model} TP{s.tp} EP{s.ep} {s.shape_key} on {s.device_name} triton {s.triton_version} "
                       f"[{s.kernel_source}, {s.strategy}] {s.status}: {n} batch sizes tuned")
             return 0
+        if args.flag_study:
+            if not args.out:
+                raise TunerError("tuner export --flag-study NAME needs --out DIR")
+            from tuner.search.flags.export import export_flag_study
+
+            for path in export_flag_study(db, args.flag_study, args.out, force=args.force):
+                print(f"wrote {path}")
+            return 0
         if not args.model or not args.out:
-            raise TunerError("tuner export needs --model and --out (or --list)")
+            raise TunerError("tuner export needs --model and --out (or --list, or --flag-study NAME --out DIR)")
         from tuner.models.config import load_model_config
 
         name = load_model_config(args.model).name

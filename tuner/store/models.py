@@ -190,3 +190,7 @@ class BenchRun(Base):
 
 
 TABLES: tuple[str, ...] = ("kernel_measurements", "kernel_sweeps", "kernel_best_configs", "bench_runs")
+
+# Flag-search tables live in their own module; importing it here registers them on Base.metadata, which
+# the migrations environment and the schema tests read.
+import tuner.store.flag_models  # noqa: F401

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import httpx
 
@@ -114,7 +115,7 @@ class EarlyStop:
                     self.reason = reason
                     return
 
-    def __enter__(self) -> EarlyStop:
+    def __enter__(self) -> Self:
         self.started = time.monotonic()
         if self.watches:
             self._thread = threading.Thread(target=self._run, name="early-stop", daemon=True)

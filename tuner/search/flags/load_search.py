@@ -18,7 +18,7 @@ from tuner.errors import TunerError
 from tuner.runtime.compare import engine_figures
 from tuner.runtime.engines.base import Engine
 from tuner.runtime.launcher import RunningEngine
-from tuner.runtime.loadgen.arrivals import Arrivals, ConcurrencyArrivals, PoissonArrivals
+from tuner.runtime.loadgen.arrivals import ConcurrencyArrivals, PoissonArrivals
 from tuner.runtime.loadgen.client import LoadOptions, run_load_sync
 from tuner.runtime.loadgen.summary import summarize
 from tuner.runtime.loadgen.workloads import Workload
@@ -267,11 +267,12 @@ class EngineStepRunner:
     measure_s: float = 0.0
     log: Callable[[str], None] | None = None
     _wall_slos: tuple[Any, ...] = field(default=(), init=False)
+    _flush_works: bool | None = field(default=None, init=False)  # None: not tried yet
 
     def __post_init__(self) -> None:
         self._wall_slos = self.clock.wall_slos(self.objective.slos)
 
-    def _arrivals(self, load: float) -> Arrivals:
+    def _arrivals(self, load: float) -> Any:  # an Arrivals
         if self.config.mode == "concurrency":
             return ConcurrencyArrivals(int(load))
         return PoissonArrivals(self.clock.wall_rate(load) if math.isfinite(load) else math.inf)
@@ -282,9 +283,20 @@ class EngineStepRunner:
         if self.config.mode == "concurrency":
             n = max(n, int(load))
         workload = self.workload_for(n)
-        opts = replace(self.load, seed=self.seed + 7919 * (index + 1), num_warmup=0)
+        # Common random numbers: every step (and every trial) sends the same prompts on the same arrival
+        # pattern, scaled to its rate, so differences come from the config and the load, not the dice. The
+        # prefix cache is flushed in between; where it cannot be, each step gets fresh prompts instead.
+        flushed = self.running.flush_cache()
+        if self._flush_works is not False:
+            for _ in range(20):  # refused while aborted requests of an early-stopped step are unwinding
+                if flushed:
+                    break
+                time.sleep(0.1)
+                flushed = self.running.flush_cache()
+            self._flush_works = bool(self._flush_works) or flushed
+        seed = self.seed if flushed else self.seed + 7919 * (index + 1)
+        opts = replace(self.load, seed=seed, num_warmup=0)
         metrics_url = self.running.base_url + "/metrics"
-        self.running.flush_cache()
         t0 = time.monotonic()
         before = scrape(metrics_url)
         self.scrape_s += time.monotonic() - t0

@@ -60,11 +60,10 @@ class Param:
             return list(self.choices)
         assert self.low is not None and self.high is not None
         if self.kind == "int":
-            step = int(self.step or 1)
-            return list(range(int(self.low), int(self.high) + 1, step))
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.step is None:
             raise InvalidSpaceError(f"parameter {self.key} is a continuous float: give it a step to enumerate it")
-        n = int(round((self.high - self.low) / self.step))
+        n = round((self.high - self.low) / self.step)
         return [round_float(self.low + i * self.step, self.step) for i in range(n + 1)]
 
     def contains(self, value: Any) -> bool:
@@ -536,3 +535,122 @@ def grid(space: SearchSpace) -> Iterator[Candidate]:
             yield from walk(i + 1, {**chosen, p.key: v})
 
     yield from walk(0, {})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Neighbourhoods (local search around the best config so far)
+
+NEIGHBOUR_STEPS = (1, 2, 4)  # in index steps of a long discrete range (each way)
+MAX_ALL_VALUES = 8  # a discrete parameter with at most this many values offers all of them
+
+
+def neighbour_values(p: Param, value: Any) -> list[Any]:
+    """Values of `p` near `value`: every other choice of a short domain, a few steps each way of a long one,
+    and +-5/10/20% of the range of a continuous float."""
+    if p.kind == "categorical":
+        return [c for c in p.choices if not (_same(c, value) or (c is None and value is None))]
+    assert p.low is not None and p.high is not None
+    if p.kind == "float" and p.step is None:
+        span = p.high - p.low
+        out = []
+        for f in (0.05, 0.1, 0.2):
+            for sign in (-1, 1):
+                v = round_float(min(p.high, max(p.low, value + sign * f * span)), None)
+                if v != value and v not in out:
+                    out.append(v)
+        return out
+    if p.kind == "int" and p.log:
+        out = []
+        for f in (2 ** 0.25, 2 ** 0.5, 2.0):
+            for v in (round(value * f), round(value / f)):
+                v = min(int(p.high), max(int(p.low), v))
+                if v != value and v not in out:
+                    out.append(v)
+        return out
+    values = p.values()
+    if len(values) <= MAX_ALL_VALUES:
+        return [v for v in values if v != value]
+    i = min(range(len(values)), key=lambda k: abs(values[k] - value))
+    picks = {i + s * d for s in NEIGHBOUR_STEPS for d in (-1, 1)}
+    return [values[k] for k in sorted(picks) if 0 <= k < len(values) and k != i]
+
+
+def _middle(p: Param) -> Any:
+    if p.kind == "categorical":
+        choices = [c for c in p.choices if c is not None] or list(p.choices)
+        return choices[len(choices) // 2]
+    assert p.low is not None and p.high is not None
+    if p.is_discrete():
+        values = p.values()
+        return values[len(values) // 2]
+    return round_float((p.low + p.high) / 2, None)
+
+
+def neighbours(space: SearchSpace, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Parameter sets differing from `params` in one parameter (newly active conditional parameters get the
+    middle of their domain, inactive ones are dropped), in parameter order."""
+    out: list[dict[str, Any]] = []
+    for p in space.params:
+        if p.key in params:
+            out += [complete_values(space, {**params, p.key: v}) for v in neighbour_values(p, params[p.key])]
+    return out
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _distance(p: Param, a: Any, b: Any) -> float:
+    """How far apart two values of `p` are: by ratio for log-scaled and numeric choices, by difference for
+    other numbers, by position in the list for other choices."""
+    if _number(a) and _number(b):
+        if (p.log or p.kind == "categorical") and a > 0 and b > 0:
+            return abs(math.log(a) - math.log(b))
+        return abs(float(a) - float(b))
+    values = p.values()
+    ia = next((i for i, c in enumerate(values) if _same(c, a) or (c is None and a is None)), 0)
+    ib = next((i for i, c in enumerate(values) if _same(c, b) or (c is None and b is None)), 0)
+    return abs(ia - ib)
+
+
+def ordered_neighbour_values(p: Param, value: Any) -> list[Any]:
+    """neighbour_values, nearest first."""
+    return sorted(neighbour_values(p, value), key=lambda v: _distance(p, v, value))
+
+
+def complete_values(space: SearchSpace, values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` restricted to the parameters active under them; newly active ones get their middle value."""
+    chosen: dict[str, Any] = {}
+    for q in space.params:
+        if active(q, chosen):
+            chosen[q.key] = values[q.key] if q.key in values else _middle(q)
+    return chosen
+
+
+def nearest_values(space: SearchSpace, resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """The point of the space nearest to an engine's resolved arguments (e.g. /server_info of the baseline:
+    `chunked_prefill_size` 8192, `cuda_graph_max_bs` 512, ...). Unknown flags get their middle value."""
+    chosen: dict[str, Any] = {}
+    for p in space.params:
+        if not active(p, chosen):
+            continue
+        raw = resolved.get(p.name.replace("-", "_"), resolved.get(p.name)) if not p.env else None
+        if p.kind == "categorical":
+            match = [c for c in p.choices if _same(c, raw) or (c is None and raw is None)
+                     or (isinstance(c, str) and isinstance(raw, str) and c.upper() == raw.upper())]
+            numeric = [c for c in p.choices if _number(c)]
+            if match:
+                chosen[p.key] = match[0]
+            elif _number(raw) and numeric:
+                chosen[p.key] = min(numeric, key=lambda v: _distance(p, v, raw))
+            else:
+                chosen[p.key] = _middle(p)
+        elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            assert p.low is not None and p.high is not None
+            if p.is_discrete():
+                chosen[p.key] = min(p.values(), key=lambda v: _distance(p, v, raw))
+            else:
+                chosen[p.key] = min(p.high, max(p.low, float(raw)))
+        else:
+            chosen[p.key] = _middle(p)
+    return chosen

@@ -145,7 +145,8 @@ def run_trial(settings: TrialSettings, candidate: Candidate, *, repeats: int = 1
     except EngineLaunchError as exc:
         stages.add("launch", time.monotonic() - t0)
         status = "failed" if exc.kind == "port_in_use" else "infeasible"
-        return outcome(status, exc.kind, str(exc).split("\n")[0],
+        first_line = str(exc).split("\n")[0].removesuffix(", last lines:")
+        return outcome(status, exc.kind, first_line,
                        log_path=str(exc.log_path) if exc.log_path else None, log_tail=exc.log_tail or None)
     ready_s = running.ready_s or 0.0
     stages.add("launch", time.monotonic() - t0 - ready_s)
@@ -186,12 +187,26 @@ def run_trial(settings: TrialSettings, candidate: Candidate, *, repeats: int = 1
     finally:
         with stages("teardown"):
             running.stop(grace_s=settings.teardown_grace_s)
-    common = dict(argv=tuple(running.argv), engine_version=engine.version(server_info),
-                  server_info=server_info, log_path=str(running.log_path),
-                  log_tail=running.log_tail(LOG_TAIL_LINES), searches=tuple(searches))
+    common: dict[str, Any] = {
+        "argv": tuple(running.argv), "engine_version": engine.version(server_info),
+        "server_info": server_info, "log_path": str(running.log_path),
+        "log_tail": running.log_tail(LOG_TAIL_LINES), "searches": tuple(searches),
+    }
     if failure is not None:
         return outcome(failure[0], failure[1], failure[2], **common)
     if not any(s.best is not None for s in searches):
         reason = searches[0].stopped if searches else "no load step ran"
-        return outcome("infeasible", "slo", f"no load met the SLOs ({reason})", **common)
+        text = "no load met the SLOs" + (f" ({reason})" if reason != "no load met the SLOs" else "")
+        return outcome("infeasible", "slo", text, **common)
     return outcome("ok", **common)
+
+
+@dataclass
+class EngineEvaluator:
+    """Measures candidates by launching the engine (study.py's `Evaluator`)."""
+
+    settings: TrialSettings
+    log: Any = None
+
+    def evaluate(self, candidate: Candidate, *, repeats: int = 1) -> TrialOutcome:
+        return run_trial(self.settings, candidate, repeats=repeats, log=self.log)

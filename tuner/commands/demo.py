@@ -1,0 +1,39 @@
+"""`tuner demo`: the main job on the embedded defaults — a short SLO-driven flag search of GLM-4.7-FP8 TP8 on
+the simulated H200 engine, stored in the default SQLite database. A thin preset over `tuner flag-search`."""
+
+from __future__ import annotations
+
+import argparse
+
+from tuner.settings import Settings
+
+DEMO_FLAG_SEARCH_ARGS: tuple[str, ...] = (
+    "--engine", "sim", "--model", "zai-org/GLM-4.7-FP8", "--base-flag", "tp-size=8",
+    "--sim-gpu", "H200", "--time-scale", "8",
+    "--preset", "sglang",
+    "--slo", "ttft_p99<=2s,tpot_p99<=50ms",
+    "--workload", "random", "--input-len", "2048", "--output-len", "128",
+    "--trials", "12", "--repeats", "2", "--top-k", "2",
+    "--study", "demo-glm47-fp8-tp8-h200",
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run a short flag search against the simulated engine (no GPU needed)",
+        description="Equivalent to `tuner flag-search " + " ".join(DEMO_FLAG_SEARCH_ARGS) + " --out <data dir>/demo`; "
+        "extra arguments are passed on to flag-search (e.g. `tuner demo --trials 30`). Re-running resumes the study.",
+    )
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="more flag-search options")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from tuner.cli import build_parser
+
+    out_dir = settings.data_dir / "demo"
+    argv = ["flag-search", *DEMO_FLAG_SEARCH_ARGS, "--out", str(out_dir), *args.extra]
+    print("tuner " + " ".join(argv))
+    fs_args = build_parser().parse_args(argv)
+    return int(fs_args.func(fs_args, settings) or 0)
