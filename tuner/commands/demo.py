@@ -12,8 +12,9 @@ DEMO_FLAG_SEARCH_ARGS: tuple[str, ...] = (
     "--sim-gpu", "H200", "--time-scale", "8",
     "--preset", "sglang",
     "--slo", "ttft_p99<=2s,tpot_p99<=50ms",
-    "--workload", "random", "--input-len", "2048", "--output-len", "128",
-    "--trials", "12", "--repeats", "2", "--top-k", "2",
+    "--workload", "random", "--input-len", "4096", "--output-len", "256",
+    "--trials", "10", "--repeats", "3", "--top-k", "1",
+    "--requests-per-step", "24", "--max-load-steps", "3", "--rate-min", "1", "--rate-max", "24",
     "--study", "demo-glm47-fp8-tp8-h200",
 )
 
