@@ -75,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not getattr(args, "accepts_extra", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra = extra  # a preset command (demo) passes them on to the command it wraps
     settings = Settings.from_env().with_overrides(
         database_url=args.database_url, data_dir=args.data_dir, log_level=args.log_level
     )

@@ -26,8 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Equivalent to `tuner flag-search " + " ".join(DEMO_FLAG_SEARCH_ARGS) + " --out <data dir>/demo`; "
         "extra arguments are passed on to flag-search (e.g. `tuner demo --trials 30`). Re-running resumes the study.",
     )
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="more flag-search options")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, accepts_extra=True, extra=[])
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
