@@ -11,10 +11,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tuner.commands.common_args import (
+    add_engine_arguments, add_sending_arguments, add_workload_arguments, positive_or_inf,
+)
 from tuner.errors import TunerError
 from tuner.settings import Settings
 
-WORKLOADS = ("random", "shared-prefix", "multi-turn", "trace")
 
 
 def parse_flag_value(text: str) -> Any:
@@ -55,16 +57,6 @@ def parse_assignments(items: list[str] | None, what: str, *, typed: bool) -> dic
     return out
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (or inf)") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "bench", help="launch an engine, send one workload, report client and engine metrics",
@@ -78,42 +70,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "cuda-graph-bs=1,2,4, speculative-config.method=suffix)")
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="environment variable for the engine")
     g = p.add_argument_group("workload")
-    g.add_argument("--workload", choices=WORKLOADS, default="random")
-    g.add_argument("--input-len", type=int, default=1024, help="prompt tokens (default 1024)")
-    g.add_argument("--output-len", type=int, default=128, help="tokens to generate (default 128)")
-    g.add_argument("--range-ratio", type=float, default=1.0,
-                   help="lengths uniform in [len*ratio, len] (1.0 = fixed, bench_serving's convention)")
+    add_workload_arguments(g)
     g.add_argument("--num-prompts", type=int, default=200,
                    help="requests to send (multi-turn: sessions) (default 200)")
-    g.add_argument("--prefix-fraction", type=float, default=0.5, help="shared-prefix: shared share of input")
-    g.add_argument("--num-groups", type=int, default=4, help="shared-prefix: distinct prefixes")
-    g.add_argument("--turns", type=int, default=4, help="multi-turn: turns per session")
-    g.add_argument("--system-len", type=int, default=1024, help="multi-turn: system prompt tokens")
-    g.add_argument("--turn-input-len", type=int, default=256, help="multi-turn: tool-result tokens per turn")
-    g.add_argument("--think-time", type=float, default=0.0, help="multi-turn: seconds between turns")
-    g.add_argument("--trace", help="trace: JSONL file (timestamp, input_len or prompt, output_len)")
     g.add_argument("--trace-speedup", type=float, default=1.0, help="trace: replay this many times faster")
     a = p.add_argument_group("arrivals and sending")
-    a.add_argument("--request-rate", type=_rate,
+    a.add_argument("--request-rate", type=positive_or_inf,
                    help="Poisson arrivals per second (default inf: all at once)")
     a.add_argument("--max-concurrency", type=int, help="requests (sessions) in flight at most")
-    a.add_argument("--endpoint", choices=("chat", "completions", "generate"),
-                   help="API to call (default: chat for multi-turn, completions otherwise)")
-    a.add_argument("--num-warmup", type=int, default=2, help="warm-up requests, not measured (default 2)")
+    add_sending_arguments(a)
     a.add_argument("--max-duration", type=float, help="stop the load after this many seconds")
-    a.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (default 600)")
     a.add_argument("--slo", help="e.g. ttft_p99<=2s,tpot_p99<=50ms (goodput counts requests meeting them)")
     a.add_argument("--seed", type=int, default=0)
-    s = p.add_argument_group("engine")
-    s.add_argument("--sim-gpu", default="H200", help="sim: GPU to simulate (default H200)")
-    s.add_argument("--time-scale", type=float, default=1.0, help="sim: run this many times faster")
-    s.add_argument("--engine-python", help="sglang: interpreter with sglang installed (default: this one)")
-    s.add_argument("--vllm-executable", default="vllm", help="vllm: the vllm command (default: on PATH)")
-    s.add_argument("--ready-timeout", type=float,
-                   help="seconds to wait for /health (default 1800; sim 120)")
-    s.add_argument("--log-dir", help="engine logs (default: <data dir>/logs)")
-    s.add_argument("--no-check-flags", action="store_true",
-                   help="skip checking flags against the engine's --help before launch")
+    add_engine_arguments(p.add_argument_group("engine"))
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
     o.add_argument("--no-store", action="store_true", help="do not record the run in the database")

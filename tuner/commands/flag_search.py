@@ -12,20 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tuner.commands.common_args import (
+    add_engine_arguments, add_sending_arguments, add_workload_arguments, positive_or_inf,
+)
 from tuner.errors import TunerError
 from tuner.settings import Settings
 
-WORKLOADS = ("random", "shared-prefix", "multi-turn", "trace")
-
-
-def _positive_or_inf(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (or inf)") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -68,29 +60,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="load searches per re-measured candidate, for robust scores (default 3; 0: none)")
     o.add_argument("--top-k", type=int, default=3, help="best candidates re-measured (default 3)")
     w = p.add_argument_group("workload")
-    w.add_argument("--workload", choices=WORKLOADS, default="random")
-    w.add_argument("--input-len", type=int, default=1024, help="prompt tokens (default 1024)")
-    w.add_argument("--output-len", type=int, default=128, help="tokens to generate (default 128)")
-    w.add_argument("--range-ratio", type=float, default=1.0, help="lengths uniform in [len*ratio, len]")
-    w.add_argument("--prefix-fraction", type=float, default=0.5, help="shared-prefix: shared share of input")
-    w.add_argument("--num-groups", type=int, default=4, help="shared-prefix: distinct prefixes")
-    w.add_argument("--turns", type=int, default=4, help="multi-turn: turns per session")
-    w.add_argument("--system-len", type=int, default=1024, help="multi-turn: system prompt tokens")
-    w.add_argument("--turn-input-len", type=int, default=256, help="multi-turn: tool-result tokens per turn")
-    w.add_argument("--think-time", type=float, default=0.0, help="multi-turn: seconds between turns")
-    w.add_argument("--trace", help="trace: JSONL file (timestamp, input_len or prompt, output_len)")
-    w.add_argument("--endpoint", choices=("chat", "completions", "generate"),
-                   help="API to call (default: chat for multi-turn, completions otherwise)")
-    w.add_argument("--num-warmup", type=int, default=2, help="warm-up requests after launch (default 2)")
-    w.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    add_workload_arguments(w)
+    add_sending_arguments(w)
     ls = p.add_argument_group("maximum sustainable load (within one launch per candidate)")
     ls.add_argument("--load-search", choices=("rate", "concurrency"), default="rate",
                     help="search the request rate (Poisson arrivals) or the concurrency (default rate)")
     ls.add_argument("--load-strategy", choices=("bisect", "step"), default="bisect",
                     help="bisect: try the top, then halve the bracket; step: climb from the bottom")
-    ls.add_argument("--rate-min", type=_positive_or_inf, default=0.5,
+    ls.add_argument("--rate-min", type=positive_or_inf, default=0.5,
                     help="lowest load: req/s (engine time) or concurrency (default 0.5)")
-    ls.add_argument("--rate-max", type=_positive_or_inf, default=32.0,
+    ls.add_argument("--rate-max", type=positive_or_inf, default=32.0,
                     help="highest load; inf = everything at once (default 32)")
     ls.add_argument("--requests-per-step", type=int, default=64, help="requests per load step (default 64)")
     ls.add_argument("--max-load-steps", type=int, default=6, help="load steps per search (default 6)")
@@ -98,16 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     help="stop bisecting when the bracket is this tight, relatively (default 0.15)")
     ls.add_argument("--no-early-stop", action="store_true",
                     help="let every load step run to the end even when its SLO is already lost")
-    e = p.add_argument_group("engine")
-    e.add_argument("--sim-gpu", default="H200", help="sim: GPU to simulate (default H200)")
-    e.add_argument("--time-scale", type=float, default=1.0,
-                   help="sim: run this many times faster; SLOs and rates stay in engine time")
-    e.add_argument("--engine-python", help="sglang: interpreter with sglang installed (default: this one)")
-    e.add_argument("--vllm-executable", default="vllm", help="vllm: the vllm command (default: on PATH)")
-    e.add_argument("--ready-timeout", type=float, help="seconds to wait for /health (default 1800; sim 120)")
-    e.add_argument("--log-dir", help="engine logs (default: <data dir>/logs)")
-    e.add_argument("--no-check-flags", action="store_true",
-                   help="do not check the space's flags against the engine's --help before launching")
+    add_engine_arguments(p.add_argument_group("engine"))
     r = p.add_argument_group("output")
     r.add_argument("--out", help="report folder (default: <data dir>/flag-search/<study>)")
     p.set_defaults(func=run)
