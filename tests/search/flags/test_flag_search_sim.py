@@ -81,7 +81,10 @@ def test_a_real_search_respects_the_slos_and_records_ooms(searched):
     assert study.status == "finished" and study.gpu == "H200 (simulated)" and study.engine_version
     rows = store.list_trials(db, study.id, "search")
     launched = [r for r in rows if r.status in ("ok", "infeasible", "failed")]
-    assert len(launched) == 12 and rows[0].is_baseline and rows[0].trial_number == 0
+    # 12 launches asked for; in this 16-point space (half of it out of memory) crash learning may skip enough
+    # predicted OOMs that the space runs out first. Never more launches than asked, and at least 10.
+    assert 10 <= len(launched) <= 12 and rows[0].is_baseline and rows[0].trial_number == 0
+    assert all(r.status in ("ok", "infeasible", "failed", "skipped", "duplicate") for r in rows)
     ok = [r for r in rows if r.status == "ok"]
     assert ok
     for r in ok:  # the chosen load of every measured config met every SLO, p99 from the client
