@@ -41,6 +41,8 @@ def test_db_upgrade_then_info_shows_revision_and_counts(tmp_path, capsys: pytest
         "kernel_sweeps": "0",
         "kernel_best_configs": "0",
         "bench_runs": "0",
+        "flag_studies": "0",
+        "flag_trials": "0",
     }
 
 

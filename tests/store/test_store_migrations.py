@@ -10,6 +10,7 @@ from alembic.migration import MigrationContext
 from tuner.errors import DatabaseError
 from tuner.store import kernels, migrate
 from tuner.store.db import open_database, row_counts
+from tuner.store.flag_models import FLAG_TABLES
 from tuner.store.models import TABLES, Base, KernelBestConfig
 
 CTX = kernels.MeasurementContext("fused_moe", "tuner", "NVIDIA H100 80GB HBM3", "3.6.0", "cuda_graph_v1")
@@ -25,7 +26,7 @@ def test_fresh_database_gets_all_tables_at_head(db_url: str) -> None:
     try:
         assert set(TABLES) | {"alembic_version"} <= _tables(db)
         assert migrate.current_revision(db) == migrate.head_revision()
-        assert row_counts(db) == dict.fromkeys(TABLES, 0)
+        assert row_counts(db) == dict.fromkeys(TABLES + FLAG_TABLES, 0)
     finally:
         db.dispose()
 

@@ -243,12 +243,13 @@ def create_store_engine(url: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOU
 
 def row_counts(db: Database) -> dict[str, int | None]:
     """Rows per table of the store; None for a table that does not exist (yet)."""
+    from tuner.store.flag_models import FLAG_TABLES
     from tuner.store.models import TABLES
 
     counts: dict[str, int | None] = {}
     with db.connect() as conn:
         present = set(sa.inspect(conn).get_table_names())
-        for table in TABLES:
+        for table in TABLES + FLAG_TABLES:
             if table in present:
                 counts[table] = conn.execute(
                     sa.select(sa.func.count()).select_from(sa.table(table))
