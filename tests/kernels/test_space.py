@@ -2,7 +2,13 @@
 
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
 from tuner.kernels.space import (
-    DeviceLimits, candidate_space, default_config, fits_device, full_space, prune_for_batch, shared_memory_bytes,
+    DeviceLimits,
+    candidate_space,
+    default_config,
+    fits_device,
+    full_space,
+    prune_for_batch,
+    shared_memory_bytes,
 )
 
 GLM = MoeShape(161, 192, 5120, 8, Quant.FP8_PER_CHANNEL, fused_shared_experts=1)

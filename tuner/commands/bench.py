@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from tuner.commands.common_args import (
-    add_engine_arguments, add_sending_arguments, add_workload_arguments, positive_or_inf,
+    add_engine_arguments,
+    add_sending_arguments,
+    add_workload_arguments,
+    positive_or_inf,
 )
 from tuner.errors import TunerError
 from tuner.settings import Settings
-
 
 
 def parse_flag_value(text: str) -> Any:

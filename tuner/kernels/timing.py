@@ -7,8 +7,8 @@ input sets (and the kernel's own rotation of weight copies) keeps L2 from flatte
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -232,10 +232,9 @@ def run_bench(spec: BenchSpec, *, db: Any = None) -> BenchResult:
         with stages("scrape"):
             before = scrape(metrics_url)
         sampler = GaugeSampler(metrics_url, engine.metric_names.gauges(), interval_s=spec.gauge_interval_s)
-        with stages("load"):
-            with sampler:
-                load = run_load_sync(running.base_url, spec.workload, spec.arrivals, load_opts,
-                                     abort_check=engine_gone)
+        with stages("load"), sampler:
+            load = run_load_sync(running.base_url, spec.workload, spec.arrivals, load_opts,
+                                 abort_check=engine_gone)
         client_summary = summarize(load, spec.slos)
         gone = engine_gone()
         if gone:

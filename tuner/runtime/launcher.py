@@ -33,11 +33,11 @@ FAILURE_KINDS: tuple[str, ...] = ("oom", "cuda_graph", "invalid_argument", "port
 
 # First match wins: an OOM met while capturing CUDA graphs is still an OOM.
 _FAILURE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("oom", re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory", re.I)),
+    ("oom", re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory", re.IGNORECASE)),
     ("cuda_graph", re.compile(r"captur\w* (cuda )?graph\w* fail|cuda ?graph\w* captur\w* fail"
-                              r"|failed to captur\w* (cuda )?graph", re.I)),
-    ("invalid_argument", re.compile(r"unrecognized arguments|error: argument|invalid choice", re.I)),
-    ("port_in_use", re.compile(r"Address already in use|address in use", re.I)),
+                              r"|failed to captur\w* (cuda )?graph", re.IGNORECASE)),
+    ("invalid_argument", re.compile(r"unrecognized arguments|error: argument|invalid choice", re.IGNORECASE)),
+    ("port_in_use", re.compile(r"Address already in use|address in use", re.IGNORECASE)),
 )
 
 LOG_TAIL_LINES = 30

@@ -11,8 +11,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+from collections.abc import Iterable
 from dataclasses import asdict
-from typing import Iterable
 
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
 

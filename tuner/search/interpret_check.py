@@ -7,8 +7,8 @@ No timing, nothing written to the database: this answers "would these configs co
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
 

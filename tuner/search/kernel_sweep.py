@@ -11,16 +11,22 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
-from tuner.kernels.base import KernelConfig, MoeShape, STANDARD_BATCH_SIZES
+from tuner.kernels.base import STANDARD_BATCH_SIZES, KernelConfig, MoeShape
 from tuner.kernels.space import candidate_space, default_config, fits_device, full_space, prune_for_batch
 from tuner.search.strategies import AdaptiveSearch, ExhaustiveSearch, SearchStrategy
 from tuner.store.db import Database, open_database
 from tuner.store.kernels import (
-    Measurement, MeasurementContext, get_or_create_sweep, load_measurements, mark_interrupted_sweeps,
-    record_measurement, save_best_configs, set_sweep_status,
+    Measurement,
+    MeasurementContext,
+    get_or_create_sweep,
+    load_measurements,
+    mark_interrupted_sweeps,
+    record_measurement,
+    save_best_configs,
+    set_sweep_status,
 )
 
 log = logging.getLogger(__name__)
@@ -251,7 +257,14 @@ class _Progress:
         self.enabled = enabled
         self._rich = None
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._rich = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), TimeRemainingColumn())
@@ -331,4 +344,4 @@ def run_sweep_multi_gpu(spec: SweepSpec, database_url: str, gpus: list[int]) -> 
         raise TunerError(f"the sweep worker(s) on GPU {failed} failed; re-run the same command to resume")
 
 
-__all__ = ["SweepSpec", "run_sweep", "run_sweep_multi_gpu", "BatchResult", "SweepReport", "prune_for_batch"]
+__all__ = ["BatchResult", "SweepReport", "SweepSpec", "prune_for_batch", "run_sweep", "run_sweep_multi_gpu"]

@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import os
 import json
 import logging
+import os
 import sys
 import threading
 import time

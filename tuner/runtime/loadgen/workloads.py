@@ -18,11 +18,7 @@ from tuner.errors import TunerError
 TextSource = Callable[[int, int], str]  # (n_tokens, seed) -> text of about n_tokens tokens
 
 # Short, frequent English words: with a leading space each is one token in the common BPE vocabularies.
-_WORDS = (
-    "the of and to in is for on that with as by this from at are be it an or was which can have has not "
-    "model cache batch layer value key state server request memory block thread input output stream "
-    "time step load store read write file path line code test build run data table list point set map"
-).split()
+_WORDS = ["the", "of", "and", "to", "in", "is", "for", "on", "that", "with", "as", "by", "this", "from", "at", "are", "be", "it", "an", "or", "was", "which", "can", "have", "has", "not", "model", "cache", "batch", "layer", "value", "key", "state", "server", "request", "memory", "block", "thread", "input", "output", "stream", "time", "step", "load", "store", "read", "write", "file", "path", "line", "code", "test", "build", "run", "data", "table", "list", "point", "set", "map"]
 
 
 def fallback_make_text(n_tokens: int, seed: int) -> str:

@@ -29,7 +29,7 @@ def _common_prefix_len(key: tuple[int, ...], ids: Sequence[int], start: int, end
 
 
 class RadixNode:
-    __slots__ = ("key", "children", "parent", "lock_ref", "last_access")
+    __slots__ = ("children", "key", "last_access", "lock_ref", "parent")
 
     def __init__(self, key: tuple[int, ...], parent: RadixNode | None) -> None:
         self.key = key
