@@ -82,3 +82,35 @@ def test_export_writes_engine_files_from_the_database(data_dir, tmp_path, capsys
 def test_export_without_a_sweep_says_what_to_run(data_dir, tmp_path, capsys):
     assert main(["export", "--model", "GLM-4.7-FP8", "--tp", "8", "--out", str(tmp_path / "o")]) == 2
     assert "tuner kernel-sweep" in capsys.readouterr().err
+
+
+def test_routing_file_problems_are_reported_before_any_work(data_dir, tmp_path, capsys):
+    import torch
+
+    base = ["kernel-sweep", "--model", "GLM-4.7-FP8", "--tp", "8", "--interpret", "--routing"]
+    assert main([*base, str(tmp_path / "missing.pt")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_text("not a tensor")
+    assert main([*base, str(tmp_path / "junk.pt")]) == 2
+    assert "torch.save" in capsys.readouterr().err
+    torch.save(torch.full((4, 8), 160), tmp_path / "fused.pt")  # 160 is the fused shared expert, not routed
+    assert main([*base, str(tmp_path / "fused.pt")]) == 2
+    assert "0..159" in capsys.readouterr().err
+    torch.save(torch.zeros((4, 3), dtype=torch.int64), tmp_path / "narrow.pt")
+    assert main([*base, str(tmp_path / "narrow.pt")]) == 2
+    assert "routes to 8" in capsys.readouterr().err
+
+
+def test_a_valid_routing_file_is_sampled_as_recorded(tmp_path):
+    import torch
+
+    from tuner.kernels.moe_problem import load_routing_trace
+
+    shape = derive_moe_shape(load_model_config("GLM-4.7-FP8"), tp=8)
+    recorded = torch.stack([torch.randperm(160)[:9] for _ in range(32)])  # k=9 recorded, model routes to 8
+    torch.save(recorded, tmp_path / "ids.pt")
+    trace = load_routing_trace(str(tmp_path / "ids.pt"), shape)
+    sample = trace.sample(100, torch.Generator().manual_seed(0))
+    assert sample.shape == (100, 8) and sample.dtype == torch.int32
+    rows = {tuple(r) for r in recorded[:, :8].tolist()}
+    assert all(tuple(r) in rows for r in sample.tolist())

@@ -46,10 +46,10 @@ def _spec():
     return SweepSpec(model="m", tp=8, ep=1, shared_experts_fusion=True, shape=SHAPE, budget=24)
 
 
-def _run(db, problem):
+def _run(db, problem, seeds=()):
     spec = _spec()
     sweeper = _BatchSweeper(db, CTX, SHAPE, problem, None, M)
-    strategy = make_strategy(spec, M, [default_config(SHAPE, M)])
+    strategy = make_strategy(spec, M, [default_config(SHAPE, M), *seeds])
     return sweep_batch_size(sweeper, spec, strategy, M, pool_width=8)
 
 
@@ -92,11 +92,13 @@ def test_search_finds_a_config_close_to_the_best_of_the_space(tmp_path):
 def test_fast_but_wrong_configs_are_recorded_and_never_chosen(tmp_path):
     db = open_database(f"sqlite:///{tmp_path / 't.db'}")
     fastest = min(candidate_space(SHAPE, M), key=latency)
-    result = _run(db, FakeProblem(wrong=frozenset({fastest})))
+    # seeded, so it is certainly measured: it must be recorded as wrong and never picked
+    result = _run(db, FakeProblem(wrong=frozenset({fastest})), seeds=[fastest])
     assert result.best != fastest
+    assert result.rejected_wrong == 1
     rows = {m.config_key: m for m in load_measurements(db, CTX, SHAPE.key, M)}
-    if fastest.key in rows:
-        assert rows[fastest.key].status == "wrong" and rows[fastest.key].latency_us is None
+    assert rows[fastest.key].status == "wrong" and rows[fastest.key].latency_us is None
+    assert rows[fastest.key].max_rel_error == 0.5
 
 
 def test_finalists_are_retimed_with_full_replays(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from tuner.errors import NoGpuError, TunerError
 from tuner.kernels.base import STANDARD_BATCH_SIZES
@@ -62,6 +61,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     cfg = load_model_config(args.model)
     shape = derive_moe_shape(cfg, tp=args.tp, ep=args.ep, shared_experts_fusion=args.fusion)
     batch_sizes = parse_batch_sizes(args.batch_sizes)
+    if args.routing:  # a bad file is reported before any GPU work or database row
+        from tuner.kernels.moe_problem import load_routing_trace
+
+        load_routing_trace(args.routing, shape)
     if args.interpret:
         from tuner.search.interpret_check import run_interpret_check
 
@@ -113,5 +116,3 @@ def _parse_gpus(text: str | None) -> list[int]:
         raise TunerError(f"--gpus {text}: this machine has GPUs 0..{count - 1}")
     return gpus
 
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

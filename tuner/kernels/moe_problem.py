@@ -12,6 +12,7 @@ from typing import Protocol
 
 import torch
 
+from tuner.errors import TunerError
 from tuner.kernels.backends import MoeKernelBackend
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
 from tuner.kernels.fused_moe import MoeWeights, make_weights, random_routing, reference_fused_moe
@@ -41,6 +42,27 @@ class RoutingTrace:
     def sample(self, num_tokens: int, generator: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, self.topk_ids.shape[0], (num_tokens,), generator=generator)
         return self.topk_ids[idx]
+
+
+def load_routing_trace(path: str, shape: MoeShape) -> RoutingTrace:
+    """Read a `torch.save`d int tensor [T, k] of routed expert ids; k >= the model's routed top-k and every id
+    a routed expert of this shape (ids past it would index past the weights). Errors say what to fix."""
+    where = f"--routing {path}"
+    try:
+        ids = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TunerError(f"{where}: no such file") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise TunerError(f"{where}: not a torch.save'd tensor ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point or ids.numel() == 0:
+        raise TunerError(f"{where}: expected a non-empty integer tensor of shape [tokens, top_k]")
+    if ids.shape[1] < shape.top_k:
+        raise TunerError(f"{where}: {ids.shape[1]} experts per token recorded, the model routes to {shape.top_k}")
+    ids = ids[:, : shape.top_k]
+    if int(ids.min()) < 0 or int(ids.max()) >= shape.routed_experts:
+        raise TunerError(f"{where}: expert ids must lie in 0..{shape.routed_experts - 1} (routed experts of "
+                         f"{shape.key}); found {int(ids.min())}..{int(ids.max())}")
+    return RoutingTrace(ids.to(torch.int32))
 
 
 def weight_bytes(shape: MoeShape) -> int:

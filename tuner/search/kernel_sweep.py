@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from tuner.kernels.base import STANDARD_BATCH_SIZES, KernelConfig, MoeShape
-from tuner.kernels.space import candidate_space, default_config, fits_device, full_space, prune_for_batch
+from tuner.kernels.space import candidate_space, default_config, fits_device, full_space
 from tuner.search.strategies import AdaptiveSearch, ExhaustiveSearch, SearchStrategy
 from tuner.store.db import Database, open_database
 from tuner.store.kernels import (
@@ -188,13 +188,14 @@ def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile
     import triton
 
     from tuner.kernels.backends import get_backend
-    from tuner.kernels.moe_problem import MoeProblem, RoutingTrace, make_weight_copies
+    from tuner.kernels.moe_problem import MoeProblem, load_routing_trace, make_weight_copies
     from tuner.kernels.timing import BENCH_METHOD, require_cuda
     from tuner.search.compile_pool import CompilePool
 
     require_cuda()
     torch.cuda.set_device(device_index)
     device = torch.device("cuda", device_index)
+    routing = load_routing_trace(spec.routing_path, spec.shape) if spec.routing_path else None
     backend = get_backend(spec.kernel_source)
     db = open_database(database_url)
     device_name = torch.cuda.get_device_name(device)
@@ -207,14 +208,12 @@ def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile
         batch_sizes=list(spec.batch_sizes), strategy=spec.strategy,
         engine_version=backend.version if backend.name != "tuner" else None,
     )
-    routing = RoutingTrace(torch.load(spec.routing_path)) if spec.routing_path else None
     report = SweepReport(sweep_id, device_name, triton.__version__, backend.name)
     pool = CompilePool(spec.shape, backend.name, device_index, compile_workers)
     sizes = batch_sizes or spec.batch_sizes
     weights = make_weight_copies(spec.shape, device, seed=spec.seed)  # once: identical for every batch size
-    progress_ctx = _progress(progress, len(sizes), spec)
     try:
-        with progress_ctx as bar:
+        with _Progress(progress, len(sizes), spec) as bar:
             for batch_size in sizes:
                 seeds = [default_config(spec.shape, batch_size)] + neighbour_seeds(db, ctx, spec.shape, batch_size)
                 strategy = make_strategy(spec, batch_size, seeds)
@@ -302,9 +301,6 @@ class _Progress:
                      r.best_latency_us or float("nan"), r.default_latency_us or float("nan"))
 
 
-def _progress(enabled: bool, total: int, spec: SweepSpec) -> _Progress:
-    return _Progress(enabled, total, spec)
-
 
 def _gpu_worker(spec: SweepSpec, database_url: str, device_index: int, sizes: tuple[int, ...],
                 compile_workers: int) -> None:
@@ -344,4 +340,4 @@ def run_sweep_multi_gpu(spec: SweepSpec, database_url: str, gpus: list[int]) -> 
         raise TunerError(f"the sweep worker(s) on GPU {failed} failed; re-run the same command to resume")
 
 
-__all__ = ["BatchResult", "SweepReport", "SweepSpec", "prune_for_batch", "run_sweep", "run_sweep_multi_gpu"]
+__all__ = ["BatchResult", "SweepReport", "SweepSpec", "run_sweep", "run_sweep_multi_gpu"]
