@@ -108,3 +108,45 @@ def test_finalists_are_retimed_with_full_replays(tmp_path):
     assert best.detail == f"replays={FINAL_REPLAYS}"
     assert result.default_latency_us == latency(default_config(SHAPE, M))
     assert result.best_latency_us <= result.default_latency_us
+
+
+class RecordingPool:
+    """Stands in for the compile pool: remembers what was submitted, in order, and when."""
+
+    workers = 4
+
+    def __init__(self, problem):
+        self.problem = problem
+        self.submitted: list[KernelConfig] = []
+        self.timed_at_first_submit: int | None = None
+
+    def submit(self, configs):
+        if self.timed_at_first_submit is None:
+            self.timed_at_first_submit = len(self.problem.timed)
+        self.submitted.extend(c for c in configs if c not in self.submitted)
+
+    def wait(self, config):
+        self.submit([config])
+        return "ok", ""
+
+
+def test_exhaustive_sweep_compiles_its_whole_list_ahead_of_timing_and_skips_what_a_killed_run_measured(tmp_path):
+    from tuner.kernels.space import fits_device, full_space
+
+    db = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    spec = SweepSpec(model="m", tp=8, ep=1, shared_experts_fusion=True, shape=SHAPE, strategy="exhaustive")
+    everything = [c for c in full_space(SHAPE) if fits_device(c, SHAPE)]
+    with pytest.raises(KeyboardInterrupt):
+        problem = FakeProblem(interrupt_after=30)
+        sweep_batch_size(_BatchSweeper(db, CTX, SHAPE, problem, RecordingPool(problem), M), spec,
+                         make_strategy(spec, M, []), M, pool_width=4)
+    measured = {m.config_key for m in load_measurements(db, CTX, SHAPE.key, M)}
+    problem = FakeProblem()
+    pool = RecordingPool(problem)
+    sweep_batch_size(_BatchSweeper(db, CTX, SHAPE, problem, pool, M), spec, make_strategy(spec, M, []), M,
+                     pool_width=4)
+    assert pool.timed_at_first_submit == 0
+    remaining = [c for c in everything if c.key not in measured]
+    # the whole remaining list went to the compile workers first, in the order it is then timed
+    assert pool.submitted[: len(remaining)] == remaining
+    assert problem.timed[: len(remaining)] == remaining

@@ -154,6 +154,10 @@ def sweep_batch_size(sweeper: _BatchSweeper, spec: SweepSpec, strategy: SearchSt
     for config, m in list(sweeper.known.items()):
         strategy.preload(config, m.latency_us if m.status == "ok" else None)
         reused += 1
+    if sweeper.pool is not None:
+        # Start compiling everything already known to be needed, so the workers run ahead of the timing instead
+        # of idling while each batch is timed (the exhaustive search knows its whole list up front).
+        sweeper.pool.submit(strategy.upcoming())
     while not strategy.finished():
         batch = strategy.ask(pool_width)
         if not batch:

@@ -25,6 +25,9 @@ class SearchStrategy(Protocol):
     def tell(self, config: KernelConfig, latency_us: float | None) -> None: ...
     def finished(self) -> bool: ...
     def preload(self, config: KernelConfig, latency_us: float | None) -> None: ...
+    def upcoming(self) -> list[KernelConfig]:
+        """Configs this strategy will certainly ask for, in the order it will ask: compilation can start now."""
+        ...
 
 
 def _distance(a: KernelConfig, b: KernelConfig) -> float:
@@ -53,6 +56,9 @@ class ExhaustiveSearch:
 
     def finished(self) -> bool:
         return all(c in self._told for c in self.candidates)
+
+    def upcoming(self) -> list[KernelConfig]:
+        return [c for c in self.candidates[self._next:] if c not in self._told]
 
 
 class AdaptiveSearch:
@@ -130,3 +136,8 @@ class AdaptiveSearch:
 
     def finished(self) -> bool:
         return len(self._results) >= self.budget and not self._pending
+
+    def upcoming(self) -> list[KernelConfig]:
+        # only the seeds are known in advance; TPE's proposals depend on the results still to come
+        seeds = [s for s in self._seeds if s not in self._results and s not in self._pending]
+        return seeds[: max(self.budget - len(self._results) - len(self._pending), 0)]
