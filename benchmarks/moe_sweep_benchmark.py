@@ -176,6 +176,13 @@ def cmd_report(a: argparse.Namespace) -> None:
             data["exhaustive"].append({"M": m, "adaptive_us": a_us, "exhaustive_us": e_us, "adaptive_gpu_s": a_s,
                                        "exhaustive_gpu_s": e_s, "exhaustive_wall_s": e_wall,
                                        "adaptive_n": len(a_rows), "exhaustive_n": len(e_rows)})
+        if len(finished) > 1:
+            rows = data["exhaustive"]
+            a_tot, e_tot = sum(r["adaptive_gpu_s"] for r in rows), sum(r["exhaustive_gpu_s"] for r in rows)
+            worst = max((r["adaptive_us"] / r["exhaustive_us"] - 1) * 100 for r in rows)
+            out.append(f"| all {len(rows)} M | - | - | worst {worst:+.2f}% | {sum(r['adaptive_n'] for r in rows)} / "
+                       f"{a_tot:.0f} | {sum(r['exhaustive_n'] for r in rows)} / {e_tot:.0f} | {a_tot / e_tot:.3f} |")
+            data["exhaustive_total"] = {"adaptive_gpu_s": a_tot, "exhaustive_gpu_s": e_tot, "worst_gap_pct": worst}
         for m in ex_sizes:
             if m not in finished:
                 n = len([r for r in exhaustive if r["batch_size"] == m])
