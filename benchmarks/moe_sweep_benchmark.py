@@ -143,7 +143,8 @@ def cmd_report(a: argparse.Namespace) -> None:
         f"- Device: {device}; date: {dt.date.today().isoformat()}; torch {torch.__version__}; "
         f"triton {__import__('triton').__version__}; kernel: tuner's own Triton fused MoE (`--kernel-source tuner`).",
         f"- Commands: `python benchmarks/moe_sweep_benchmark.py sweep --model {a.model} --tp {a.tp} --workdir W` "
-        f"then `... report --model {a.model} --tp {a.tp} --workdir W --out <this file>` (one device call each).",
+        f"then `... report --model {a.model} --tp {a.tp} --workdir W --out <this file>` (`sweep` takes `--time-limit-s` and "
+        "resumes from the databases, so it may span several device calls).",
         "- Timing: whole fused MoE per call (align, activation quant, up GEMM, SiLU-mul(+quant), down GEMM, top-k sum), "
         "CUDA graph of 10 calls with fresh random routing each (fused shared expert in every token's top-k) "
         "cycling over up to 4 weight copies, L2 flushed before each replay, median of 30 replays "
