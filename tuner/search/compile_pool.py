@@ -11,12 +11,47 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
-from collections.abc import Iterable
+import signal
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
 
 _worker_state: dict[str, object] = {}
+
+
+def _start_worker(initializer: Callable[..., None], *args: object) -> None:
+    # Ctrl-C reaches the whole process group; the parent handles it and stops the workers (WorkerPool.close),
+    # so a worker must not die mid-task with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    initializer(*args)
+
+
+class WorkerPool:
+    """A spawned process pool whose workers ignore Ctrl-C and are always stopped by `close()`, even mid-task."""
+
+    def __init__(self, workers: int, initializer: Callable[..., None], initargs: tuple = ()):
+        self.workers = workers
+        self._executor = cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=mp.get_context("spawn"),
+            initializer=_start_worker, initargs=(initializer, *initargs),
+        )
+
+    def submit(self, fn: Callable[..., object], *args: object) -> cf.Future:
+        return self._executor.submit(fn, *args)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Cancel what has not started and stop every worker now; a compile in progress is abandoned."""
+        procs = list((getattr(self._executor, "_processes", None) or {}).values())
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout_s)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout_s)
 
 
 def _init_worker(shape_fields: dict, backend_name: str, device_index: int) -> None:
@@ -56,10 +91,7 @@ class CompilePool:
     def __init__(self, shape: MoeShape, backend_name: str, device_index: int = 0, workers: int | None = None):
         n = workers if workers is not None else max(1, min(16, (os.cpu_count() or 2) - 1))
         fields = {**asdict(shape), "quant": shape.quant.value}
-        self._pool = cf.ProcessPoolExecutor(
-            max_workers=n, mp_context=mp.get_context("spawn"),
-            initializer=_init_worker, initargs=(fields, backend_name, device_index),
-        )
+        self._pool = WorkerPool(n, _init_worker, (fields, backend_name, device_index))
         self._futures: dict[KernelConfig, cf.Future] = {}
         self.workers = n
 
@@ -80,4 +112,4 @@ class CompilePool:
     def close(self) -> None:
         for f in self._futures.values():
             f.cancel()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
