@@ -97,7 +97,8 @@ def _measurements(db: Path) -> list[dict]:
 
 def _final_best(rows: list[dict], m: int) -> tuple[float | None, str | None]:
     ok = [r for r in rows if r["batch_size"] == m and r["status"] == "ok"]
-    finals = [r for r in ok if (r["detail"] or "").startswith("replays=30")] or ok
+    # final (30-replay) timings: a column since schema 0003, the `detail` text in databases written before
+    finals = [r for r in ok if r.get("replays") == 30 or (r["detail"] or "").startswith("replays=30")] or ok
     if not finals:
         return None, None
     best = min(finals, key=lambda r: r["latency_us"])

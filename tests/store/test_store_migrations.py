@@ -104,3 +104,32 @@ def test_ctrl_c_inside_a_session_leaves_nothing_half_written(db) -> None:  # typ
         session.flush()
         raise KeyboardInterrupt  # Ctrl-C in the middle of a write
     assert row_counts(db)["kernel_measurements"] == 0
+
+
+def test_upgrade_from_0002_moves_the_replay_count_out_of_detail(sqlite_url: str) -> None:
+    """Databases written before 0003 kept "replays=N" in `detail`; after the upgrade a resumed sweep still knows
+    which configs already have a final (many-replay) timing and does not re-time them."""
+    from alembic import command
+
+    engine = sa.create_engine(sqlite_url.replace("/data/", "/"))
+    with engine.begin() as conn:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+        insert = sa.text(
+            "INSERT INTO kernel_measurements (kernel, kernel_source, device_name, triton_version, bench_method, "
+            "shape_key, batch_size, config_key, status, latency_us, detail, gpu_seconds, created_at) VALUES "
+            "('fused_moe', 'tuner', 'NVIDIA H100 80GB HBM3', '3.6.0', 'cuda_graph_v1', 'shape', 8, :key, :status, "
+            ":lat, :detail, 0.5, '2026-11-22 19:00:00')"
+        )
+        conn.execute(insert, {"key": "quick", "status": "ok", "lat": 10.0, "detail": "replays=6"})
+        conn.execute(insert, {"key": "final", "status": "ok", "lat": 9.0, "detail": "replays=30"})
+        conn.execute(insert, {"key": "bad", "status": "wrong", "lat": None, "detail": "relative error 0.5"})
+    engine.dispose()
+    db = open_database(sqlite_url.replace("/data/", "/"))
+    try:
+        assert migrate.current_revision(db) == migrate.head_revision()
+        got = {m.config_key: (m.replays, m.detail) for m in kernels.load_measurements(db, CTX, "shape")}
+        assert got == {"quick": (6, None), "final": (30, None), "bad": (0, "relative error 0.5")}
+    finally:
+        db.dispose()

@@ -73,15 +73,6 @@ class SweepReport:
     results: list[BatchResult] = field(default_factory=list)
 
 
-def _replays_of(m: Measurement) -> int:
-    if m.detail and m.detail.startswith("replays="):
-        try:
-            return int(m.detail.split("=", 1)[1].split(";")[0])
-        except ValueError:
-            return 0
-    return 0
-
-
 class _BatchSweeper:
     """Measures configs at one batch size: compile (in the pool), check, time, record."""
 
@@ -98,11 +89,12 @@ class _BatchSweeper:
         import torch
 
         prior = self.known.get(config)
-        if prior is not None and (prior.status != "ok" or _replays_of(prior) >= replays):
+        if prior is not None and (prior.status != "ok" or prior.replays >= replays):
             return prior
         t0 = time.perf_counter()
         status, detail = ("ok", "") if self.pool is None else self.pool.wait(config)
         err = latency = spread = None
+        timed = 0
         if status == "ok":
             try:
                 err = self.problem.check(config)
@@ -110,14 +102,14 @@ class _BatchSweeper:
                     status, detail = "wrong", f"relative error {err:.3g} against the float32 reference"
                 else:
                     timing = self.problem.time(config, replays)
-                    latency, spread = timing.median_us, timing.spread_us
-                    detail = f"replays={replays}"
+                    latency, spread, timed = timing.median_us, timing.spread_us, timing.replays
+                    detail = None
             except torch.cuda.OutOfMemoryError as exc:
                 status, detail = "oom", str(exc)[:300]
             except Exception as exc:  # noqa: BLE001 - a config that fails to launch is recorded, not fatal
                 status, detail = "launch_error", f"{type(exc).__name__}: {str(exc)[:300]}"
         elapsed = time.perf_counter() - t0
-        m = Measurement(self.batch_size, config.key, status, latency, spread, err, detail, elapsed)
+        m = Measurement(self.batch_size, config.key, status, latency, spread, err, detail or None, elapsed, timed)
         record_measurement(self.db, self.ctx, self.shape.key, m)  # written as it arrives
         self.known[config] = m
         self.measured += 1

@@ -69,6 +69,7 @@ class Measurement:
     max_rel_error: float | None
     detail: str | None
     gpu_seconds: float  # device time spent on this measurement, compile included
+    replays: int = 0  # graph replays the median latency is over (0 when not timed)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def record_measurement(db: Database, ctx: MeasurementContext, shape_key: str, m:
         row.max_rel_error = m.max_rel_error
         row.detail = m.detail
         row.gpu_seconds = float(m.gpu_seconds)
+        row.replays = int(m.replays)
         row.created_at = utc_now()
 
     db.transaction(work, retry_conflicts=True)
@@ -344,6 +346,7 @@ def _measurement(row: KernelMeasurement) -> Measurement:
         max_rel_error=row.max_rel_error,
         detail=row.detail,
         gpu_seconds=row.gpu_seconds,
+        replays=row.replays,
     )
 
 

@@ -103,6 +103,8 @@ class KernelMeasurement(Base):
     max_rel_error: Mapped[float | None] = mapped_column(Float)
     detail: Mapped[str | None] = mapped_column(Text)
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # graph replays the median is over: a quick search sample or a final re-timing (0: not timed)
+    replays: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utc_now)
 
 
