@@ -72,6 +72,7 @@ class SGLangEngine:
 
     python: str = field(default_factory=lambda: sys.executable)
     name: str = "sglang"
+    module: str = "sglang.launch_server"  # run as `python -m module`
     health_path: str = "/health"
     server_info_path: str | None = "/server_info"
     flush_cache_path: str | None = "/flush_cache"
@@ -83,7 +84,7 @@ class SGLangEngine:
     ) -> list[str]:
         check_reserved(flags)
         return [
-            self.python, "-m", "sglang.launch_server",
+            self.python, "-m", self.module,
             "--model-path", model, "--host", host, "--port", str(port), "--enable-metrics",
             *flags_to_argv(flags, false_style="omit"),
         ]
@@ -92,7 +93,7 @@ class SGLangEngine:
         return {str(k): str(v) for k, v in env_flags.items()}
 
     def help_argv(self) -> list[str]:
-        return [self.python, "-m", "sglang.launch_server", "--help"]
+        return [self.python, "-m", self.module, "--help"]
 
     def parse_supported_flags(self, help_text: str) -> set[str]:
         return parse_help_flags(help_text)
