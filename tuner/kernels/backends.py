@@ -21,8 +21,10 @@ from tuner.kernels.fused_moe import MoeWeights, fused_moe
 
 
 class MoeKernelBackend(Protocol):
-    name: str  # "tuner" | "sglang" | "vllm": stored with every measurement
-    version: str
+    @property
+    def name(self) -> str: ...  # "tuner" | "sglang" | "vllm": stored with every measurement
+    @property
+    def version(self) -> str: ...
 
     def run(
         self, x: torch.Tensor, weights: MoeWeights, topk_weights: torch.Tensor, topk_ids: torch.Tensor,

@@ -13,6 +13,8 @@ import multiprocessing as mp
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from types import TracebackType
+from typing import Self
 
 from tuner.kernels.base import STANDARD_BATCH_SIZES, KernelConfig, MoeShape
 from tuner.kernels.space import candidate_space, default_config, fits_device, full_space
@@ -266,14 +268,15 @@ class _Progress:
             self._overall = self._rich.add_task(f"{spec.model} TP{spec.tp} {spec.shape.quant.value}", total=total_batches)
             self._batch = self._rich.add_task("batch size", total=1)
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Self:
         if self._rich:
             self._rich.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self._rich:
-            self._rich.__exit__(*exc)
+            self._rich.__exit__(exc_type, exc, tb)
 
     def start_batch(self, batch_size: int, total: int) -> None:
         if self._rich:

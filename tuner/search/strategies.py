@@ -72,8 +72,8 @@ class AdaptiveSearch:
         self.budget = min(budget, len(candidates))
         self._seeds = [s for s in dict.fromkeys(seeds) if s in self._valid]
         self._results: dict[KernelConfig, float | None] = {}
-        self._pending: dict[KernelConfig, optuna.trial.Trial] = {}
-        self._dists = {
+        self._pending: dict[KernelConfig, optuna.trial.Trial | None] = {}
+        self._dists: dict[str, optuna.distributions.BaseDistribution] = {
             p: optuna.distributions.CategoricalDistribution(sorted({getattr(c, p) for c in candidates}))
             for p in PARAMS
         }

@@ -21,7 +21,7 @@ down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_REPLAYS = re.compile(r"^replays=(\d+)(?:;\s*(.*))?$", re.S)
+_REPLAYS = re.compile(r"^replays=(\d+)(?:;\s*(.*))?$", re.DOTALL)
 
 
 def upgrade() -> None:
