@@ -24,6 +24,7 @@ from tuner.store.kernels import (
     Measurement,
     MeasurementContext,
     get_or_create_sweep,
+    load_best_configs,
     load_measurements,
     mark_interrupted_sweeps,
     record_measurement,
@@ -226,7 +227,10 @@ def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile
                 bar.finish_batch(result)
                 del problem
                 torch.cuda.empty_cache()
-        set_sweep_status(db, sweep_id, "finished")
+        # With --gpus, each worker sweeps a share of the batch sizes: the last one to finish marks the sweep done.
+        wanted = set(spec.batch_sizes)
+        covered = set(sizes) >= wanted or set(load_best_configs(db, sweep_id)) >= wanted
+        set_sweep_status(db, sweep_id, "finished" if covered else "running")
     except KeyboardInterrupt:
         set_sweep_status(db, sweep_id, "interrupted")
         raise
