@@ -17,7 +17,7 @@ from tuner.errors import ExportError
 from tuner.export.tables import ConfigTable, to_json_text
 from tuner.kernels.base import MoeShape
 
-__all__ = ["Exporter", "PlannedFile", "write_planned_files", "write_text_atomically"]
+__all__ = ["Exporter", "PlannedFile", "PlannedFilesExporter", "write_planned_files", "write_text_atomically"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,25 @@ def write_text_atomically(path: Path, text: str) -> None:
     finally:
         if tmp_name is not None and os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+class PlannedFilesExporter:
+    """Shared `write` for exporters whose files are exactly what `plan` says: subclasses define name, plan and
+    usage_hint."""
+
+    name: str
+
+    def plan(self, shape: MoeShape, device_name: str, triton_version: str) -> list[PlannedFile]:
+        raise NotImplementedError
+
+    def write(
+        self,
+        out_dir: Path,
+        shape: MoeShape,
+        device_name: str,
+        triton_version: str,
+        table: ConfigTable,
+        force: bool = False,
+    ) -> list[Path]:
+        return write_planned_files(Path(out_dir), self.plan(shape, device_name, triton_version), table, force)
+

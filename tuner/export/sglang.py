@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from tuner.export.base import PlannedFile, write_planned_files
+from tuner.export.base import PlannedFile, PlannedFilesExporter
 from tuner.export.naming import describe_device_token, sglang_moe_file_name, triton_dir_name
-from tuner.export.tables import ConfigTable
 from tuner.kernels.base import MoeShape
 
 CONFIG_FOLDER = "configs"
 
 
-class SglangExporter:
+class SglangExporter(PlannedFilesExporter):
     """Fused-MoE configs for SGLang, in its Triton-version folder layout."""
 
     name = "sglang"
@@ -34,17 +33,6 @@ class SglangExporter:
             )
         name = sglang_moe_file_name(shape, device_name)
         return [PlannedFile(self.name, PurePosixPath(CONFIG_FOLDER, version_dir, name), notes=tuple(notes))]
-
-    def write(
-        self,
-        out_dir: Path,
-        shape: MoeShape,
-        device_name: str,
-        triton_version: str,
-        table: ConfigTable,
-        force: bool = False,
-    ) -> list[Path]:
-        return write_planned_files(Path(out_dir), self.plan(shape, device_name, triton_version), table, force)
 
     def usage_hint(self, out_dir: Path) -> str:
         return f"SGLANG_MOE_CONFIG_DIR={Path(out_dir).resolve()}"

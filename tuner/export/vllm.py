@@ -8,20 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from tuner.export.base import PlannedFile, write_planned_files
+from tuner.export.base import PlannedFile, PlannedFilesExporter
 from tuner.export.naming import (
     describe_device_token,
     device_file_token,
     vllm_device_token,
     vllm_moe_file_name,
 )
-from tuner.export.tables import ConfigTable
 from tuner.kernels.base import MoeShape
 
 VLLM_FOLDER = "vllm"
 
 
-class VllmExporter:
+class VllmExporter(PlannedFilesExporter):
     """Fused-MoE configs for vLLM, in one flat folder."""
 
     name = "vllm"
@@ -44,17 +43,6 @@ class VllmExporter:
             {"triton_version": triton_version.strip()} if triton_version and triton_version.strip() else {}
         )
         return [PlannedFile(self.name, PurePosixPath(VLLM_FOLDER, name), extra=extra, notes=tuple(notes))]
-
-    def write(
-        self,
-        out_dir: Path,
-        shape: MoeShape,
-        device_name: str,
-        triton_version: str,
-        table: ConfigTable,
-        force: bool = False,
-    ) -> list[Path]:
-        return write_planned_files(Path(out_dir), self.plan(shape, device_name, triton_version), table, force)
 
     def usage_hint(self, out_dir: Path) -> str:
         return f"VLLM_TUNED_CONFIG_FOLDER={(Path(out_dir) / VLLM_FOLDER).resolve()}"
