@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -51,6 +52,46 @@ ENGINE_ENTRY_POINTS: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("vllm.model_executor.layers.fused_moe.fused_moe", "fused_experts", "vllm.model_executor.layers.fused_moe"),
     ),
 }
+# The argument objects the newer entry points take instead of flat keyword arguments, where each engine keeps them.
+SGLANG_RUNNER_CONFIG = ("sglang.srt.layers.moe.moe_runner", "MoeRunnerConfig")
+SGLANG_TOPK_OUTPUT = ("sglang.srt.layers.moe.topk", "StandardTopKOutput")
+VLLM_FP8_QUANT_CONFIG = ("vllm.model_executor.layers.fused_moe.config", "fp8_w8a8_moe_quant_config")
+
+# How an entry point wants to be called, read from its signature (the engines changed it in 2025):
+#   "flat":        fused_experts(x, w1, w2, topk_weights, topk_ids, use_fp8_w8a8=..., w1_scale=..., ...)
+#   "topk_output": SGLang >= 0.5: fused_experts(x, w1, w2, topk_output, moe_runner_config, use_fp8_w8a8=..., ...)
+#   "quant_config": vLLM >= 0.11: fused_experts(x, w1, w2, topk_weights, topk_ids, quant_config=...)
+CALL_STYLES = ("flat", "topk_output", "quant_config")
+
+
+def call_style(fn: Callable[..., Any]) -> str:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return "flat"
+    if "topk_output" in params:
+        return "topk_output"
+    if "quant_config" in params and "use_fp8_w8a8" not in params:
+        return "quant_config"
+    return "flat"
+
+
+def _optional_attr(module_name: str, attr: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module_name), attr, None)
+    except ImportError:
+        return None
+
+
+def _accepted(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments `fn` (or a dataclass) takes; others are dropped (fields differ between versions)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
 
 
 @dataclass(frozen=True)
@@ -61,18 +102,53 @@ class EngineBackend:
     version: str
     fused_experts: Callable[..., torch.Tensor]
     override_config: Callable[[dict[str, int]], contextlib.AbstractContextManager[Any]]
+    style: str = "flat"
+    runner_config: Callable[..., Any] | None = None  # SGLang's MoeRunnerConfig
+    topk_output: Callable[..., Any] | None = None  # SGLang's StandardTopKOutput
+    quant_config: Callable[..., Any] | None = None  # vLLM's fp8_w8a8_moe_quant_config
 
-    def run(self, x, weights, topk_weights, topk_ids, shape, config):  # type: ignore[no-untyped-def]
-        kwargs: dict[str, Any] = {}
-        if shape.quant.is_fp8:
-            kwargs.update(use_fp8_w8a8=True, w1_scale=weights.w1_scale, w2_scale=weights.w2_scale)
+    def _fp8_kwargs(self, weights: MoeWeights, shape: MoeShape) -> dict[str, Any]:
+        if not shape.quant.is_fp8:
+            return {}
+        kwargs: dict[str, Any] = {"use_fp8_w8a8": True, "w1_scale": weights.w1_scale, "w2_scale": weights.w2_scale}
         if shape.quant is Quant.FP8_PER_CHANNEL:
             # Per-channel weights with per-token dynamic activation scales: the scales the model really uses.
             kwargs["per_channel_quant"] = True
         if shape.quant is Quant.FP8_BLOCK:
             kwargs["block_shape"] = list(shape.block_shape or ())
+        return kwargs
+
+    def run(self, x, weights, topk_weights, topk_ids, shape, config):  # type: ignore[no-untyped-def]
+        fp8 = self._fp8_kwargs(weights, shape)
         with self.override_config(config.to_json_dict()):
-            return self.fused_experts(x, weights.w1, weights.w2, topk_weights, topk_ids, **kwargs)
+            if self.style == "topk_output":
+                topk = (self.topk_output or _triple)(topk_weights, topk_ids, None)
+                runner = None
+                if self.runner_config is not None:
+                    runner = self.runner_config(**_accepted(self.runner_config, dict(
+                        num_experts=shape.num_experts, num_local_experts=shape.num_experts,
+                        hidden_size=shape.hidden_size, intermediate_size_per_partition=shape.intermediate_size,
+                        top_k=shape.runtime_top_k, num_fused_shared_experts=shape.fused_shared_experts,
+                        params_dtype=x.dtype, activation="silu",
+                        inplace=False,  # the timed inputs are reused by every replay: never overwrite them
+                    )))
+                return self.fused_experts(x, weights.w1, weights.w2, topk, runner, **fp8)
+            if self.style == "quant_config":
+                quant = None
+                if fp8:
+                    if self.quant_config is None:
+                        raise TunerError(f"{self.version}: fp8_w8a8_moe_quant_config not found; cannot time FP8")
+                    per_channel = bool(fp8.get("per_channel_quant"))
+                    quant = self.quant_config(**_accepted(self.quant_config, dict(
+                        w1_scale=fp8["w1_scale"], w2_scale=fp8["w2_scale"], per_act_token_quant=per_channel,
+                        per_out_ch_quant=per_channel, block_shape=fp8.get("block_shape"),
+                    )))
+                return self.fused_experts(x, weights.w1, weights.w2, topk_weights, topk_ids, quant_config=quant)
+            return self.fused_experts(x, weights.w1, weights.w2, topk_weights, topk_ids, **fp8)
+
+
+def _triple(topk_weights: torch.Tensor, topk_ids: torch.Tensor, router_logits: None) -> tuple:
+    return (topk_weights, topk_ids, router_logits)
 
 
 def _load_engine_backend(engine: str) -> EngineBackend | None:
@@ -90,7 +166,15 @@ def _load_engine_backend(engine: str) -> EngineBackend | None:
             version = importlib.import_module(engine).__version__
         except (ImportError, AttributeError):
             version = "unknown"
-        return EngineBackend(name=engine, version=f"{engine} {version}", fused_experts=fn, override_config=override)
+        style = call_style(fn)
+        extras: dict[str, Any] = {}
+        if style == "topk_output":
+            extras = {"runner_config": _optional_attr(*SGLANG_RUNNER_CONFIG),
+                      "topk_output": _optional_attr(*SGLANG_TOPK_OUTPUT)}
+        elif style == "quant_config":
+            extras = {"quant_config": _optional_attr(*VLLM_FP8_QUANT_CONFIG)}
+        return EngineBackend(name=engine, version=f"{engine} {version}", fused_experts=fn, override_config=override,
+                             style=style, **extras)
     return None
 
 
