@@ -116,7 +116,7 @@ def fake_sglang_runner_api(monkeypatch):
 
     def fused_experts(hidden_states, w1, w2, topk_output, moe_runner_config, b1=None, b2=None,
                       use_fp8_w8a8=False, per_channel_quant=False, w1_scale=None, w2_scale=None, block_shape=None):
-        topk_weights, topk_ids, _ = topk_output
+        _weights, _ids, _ = topk_output  # the engine unpacks it into three
         calls.append({"config": dict(active[-1]), "topk_output": topk_output, "runner": moe_runner_config,
                       "use_fp8_w8a8": use_fp8_w8a8, "per_channel_quant": per_channel_quant,
                       "block_shape": block_shape, "w1_scale": w1_scale})

@@ -125,13 +125,13 @@ class EngineBackend:
                 topk = (self.topk_output or _triple)(topk_weights, topk_ids, None)
                 runner = None
                 if self.runner_config is not None:
-                    runner = self.runner_config(**_accepted(self.runner_config, dict(
-                        num_experts=shape.num_experts, num_local_experts=shape.num_experts,
-                        hidden_size=shape.hidden_size, intermediate_size_per_partition=shape.intermediate_size,
-                        top_k=shape.runtime_top_k, num_fused_shared_experts=shape.fused_shared_experts,
-                        params_dtype=x.dtype, activation="silu",
-                        inplace=False,  # the timed inputs are reused by every replay: never overwrite them
-                    )))
+                    runner = self.runner_config(**_accepted(self.runner_config, {
+                        "num_experts": shape.num_experts, "num_local_experts": shape.num_experts,
+                        "hidden_size": shape.hidden_size, "intermediate_size_per_partition": shape.intermediate_size,
+                        "top_k": shape.runtime_top_k, "num_fused_shared_experts": shape.fused_shared_experts,
+                        "params_dtype": x.dtype, "activation": "silu",
+                        "inplace": False,  # the timed inputs are reused by every replay: never overwrite them
+                    }))
                 return self.fused_experts(x, weights.w1, weights.w2, topk, runner, **fp8)
             if self.style == "quant_config":
                 quant = None
@@ -139,10 +139,10 @@ class EngineBackend:
                     if self.quant_config is None:
                         raise TunerError(f"{self.version}: fp8_w8a8_moe_quant_config not found; cannot time FP8")
                     per_channel = bool(fp8.get("per_channel_quant"))
-                    quant = self.quant_config(**_accepted(self.quant_config, dict(
-                        w1_scale=fp8["w1_scale"], w2_scale=fp8["w2_scale"], per_act_token_quant=per_channel,
-                        per_out_ch_quant=per_channel, block_shape=fp8.get("block_shape"),
-                    )))
+                    quant = self.quant_config(**_accepted(self.quant_config, {
+                        "w1_scale": fp8["w1_scale"], "w2_scale": fp8["w2_scale"], "per_act_token_quant": per_channel,
+                        "per_out_ch_quant": per_channel, "block_shape": fp8.get("block_shape"),
+                    }))
                 return self.fused_experts(x, weights.w1, weights.w2, topk_weights, topk_ids, quant_config=quant)
             return self.fused_experts(x, weights.w1, weights.w2, topk_weights, topk_ids, **fp8)
 
