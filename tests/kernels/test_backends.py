@@ -13,16 +13,24 @@ from tuner.kernels.base import KernelConfig, MoeShape, Quant
 from tuner.kernels.fused_moe import MoeWeights
 
 
-@pytest.fixture
-def fake_sglang(monkeypatch):
-    calls = []
-    active = []
+def _recording_override(active: list):
+    """A stand-in for the engine's override_config: the config in force is active[-1]."""
 
     @contextlib.contextmanager
     def override_config(config):
         active.append(config)
         yield
         active.pop()
+
+    return override_config
+
+
+@pytest.fixture
+def fake_sglang(monkeypatch):
+    calls = []
+    active = []
+
+    override_config = _recording_override(active)
 
     def fused_experts(x, w1, w2, topk_weights, topk_ids, **kwargs):
         calls.append({"config": dict(active[-1]) if active else None, **kwargs})
@@ -93,11 +101,7 @@ def fake_sglang_runner_api(monkeypatch):
     calls = []
     active = []
 
-    @contextlib.contextmanager
-    def override_config(config):
-        active.append(config)
-        yield
-        active.pop()
+    override_config = _recording_override(active)
 
     class StandardTopKOutput(NamedTuple):
         topk_weights: torch.Tensor
@@ -165,11 +169,7 @@ def fake_vllm_quant_config_api(monkeypatch):
     calls = []
     active = []
 
-    @contextlib.contextmanager
-    def override_config(config):
-        active.append(config)
-        yield
-        active.pop()
+    override_config = _recording_override(active)
 
     def fp8_w8a8_moe_quant_config(w1_scale, w2_scale, a1_scale=None, a2_scale=None, per_act_token_quant=False,
                                   per_out_ch_quant=False, block_shape=None):
