@@ -3,12 +3,23 @@ even one in the middle of a long compile (no orphan processes after an interrupt
 
 import signal
 import time
+from pathlib import Path
 
 from tuner.search.compile_pool import WorkerPool
 
 
 def _nothing() -> None:
     pass
+
+
+def _running(pid: int) -> bool:
+    """Whether the process still runs (a zombie waiting to be reaped does not). Read from /proc rather than
+    Process.is_alive(), which can misreport a child that the executor's own thread reaped first."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def test_workers_ignore_ctrl_c_so_only_the_parent_handles_it():
@@ -32,7 +43,10 @@ def test_close_stops_busy_workers_and_cancels_queued_work():
     t0 = time.monotonic()
     pool.close()
     assert time.monotonic() - t0 < 10  # did not wait for the two-minute tasks
-    assert not any(p.is_alive() for p in procs)
+    deadline = time.monotonic() + 10
+    while any(_running(p.pid) for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(p.pid) for p in procs)
     # nothing is left waiting forever: queued work is cancelled, abandoned work fails
     deadline = time.monotonic() + 10
     while not all(f.done() for f in busy + queued) and time.monotonic() < deadline:
