@@ -15,6 +15,7 @@ from tuner.commands.common_args import (
     add_engine_arguments,
     add_sending_arguments,
     add_workload_arguments,
+    engine_options_of,
     positive_or_inf,
 )
 from tuner.errors import TunerError
@@ -134,13 +135,7 @@ def build_spec(args: argparse.Namespace, settings: Settings) -> Any:
     endpoint = args.endpoint or ("chat" if args.workload == "multi-turn" else "completions")
     load = LoadOptions(endpoint=endpoint, num_warmup=args.num_warmup, request_timeout_s=args.request_timeout,
                        max_duration_s=args.max_duration, seed=args.seed)
-    engine_options: dict[str, Any] = {}
-    if args.engine == "sim":
-        engine_options = {"gpu": args.sim_gpu, "time_scale": args.time_scale, "seed": args.seed}
-    elif args.engine == "sglang" and args.engine_python:
-        engine_options = {"python": args.engine_python}
-    elif args.engine == "vllm":
-        engine_options = {"executable": args.vllm_executable}
+    engine_options = engine_options_of(args)
     ready_timeout = args.ready_timeout or (120.0 if args.engine == "sim" else 1800.0)
     log_dir = Path(args.log_dir).expanduser() if args.log_dir else settings.data_dir / "logs"
     return BenchSpec(

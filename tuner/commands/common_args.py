@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 WORKLOADS = ("random", "shared-prefix", "multi-turn", "trace")
 
@@ -51,3 +52,14 @@ def add_engine_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--log-dir", help="engine logs (default: <data dir>/logs)")
     g.add_argument("--no-check-flags", action="store_true",
                    help="do not check flags against the engine's --help before launching")
+
+
+def engine_options_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine adapter's constructor options from the options `add_engine_arguments` defines."""
+    if args.engine == "sim":
+        return {"gpu": args.sim_gpu, "time_scale": args.time_scale, "seed": args.seed}
+    if args.engine == "sglang" and args.engine_python:
+        return {"python": args.engine_python}
+    if args.engine == "vllm":
+        return {"executable": args.vllm_executable}
+    return {}

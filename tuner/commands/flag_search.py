@@ -16,6 +16,7 @@ from tuner.commands.common_args import (
     add_engine_arguments,
     add_sending_arguments,
     add_workload_arguments,
+    engine_options_of,
     positive_or_inf,
 )
 from tuner.errors import TunerError
@@ -181,13 +182,7 @@ def build_config(args: argparse.Namespace, settings: Settings, space: Any) -> tu
         mode=args.load_search, strategy=args.load_strategy, low=args.rate_min, high=args.rate_max,
         requests_per_step=args.requests_per_step, max_steps=args.max_load_steps, tolerance=args.load_tolerance,
         reference_step=args.objective == "pareto", early_stop=not args.no_early_stop)
-    engine_options: dict[str, Any] = {}
-    if args.engine == "sim":
-        engine_options = {"gpu": args.sim_gpu, "time_scale": args.time_scale, "seed": args.seed}
-    elif args.engine == "sglang" and args.engine_python:
-        engine_options = {"python": args.engine_python}
-    elif args.engine == "vllm":
-        engine_options = {"executable": args.vllm_executable}
+    engine_options = engine_options_of(args)
     if not args.no_check_flags:
         # Every flag the space can set must be one the engine lists, before anything is launched.
         check_supported(space, read_supported_flags(get_engine(args.engine, **engine_options)))

@@ -7,13 +7,11 @@ database. Printing belongs to the callers.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from tuner.runtime.loadgen.client import LoadOptions, run_load_sync, run_warmup_
 from tuner.runtime.loadgen.summary import ClientSummary, Slo, summarize
 from tuner.runtime.loadgen.workloads import Workload
 from tuner.runtime.scraper import GaugeSampler, MetricsParseError, delta, scrape
+from tuner.runtime.stages import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +121,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class _Stages:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t0 = time.monotonic()
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.monotonic() - t0, 4)
-
-
 def detect_gpu_name() -> str | None:
     """The first GPU's name from nvidia-smi, or None when there is none (best effort, 10 s at most)."""
     exe = shutil.which("nvidia-smi")
@@ -168,7 +154,7 @@ def run_bench(spec: BenchSpec, *, db: Any = None) -> BenchResult:
     process group is gone when this returns, also on Ctrl-C. With `db`, the result is recorded.
     """
     engine = get_engine(spec.engine, **dict(spec.engine_options))
-    stages = _Stages()
+    stages = StageTimer()
     flags = {normalize_flag(k): v for k, v in spec.flags.items()}
     workload_desc = {
         **spec.workload.describe(),

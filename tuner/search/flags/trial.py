@@ -8,9 +8,8 @@ It knows nothing of Optuna or of the database: study.py records what this return
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from tuner.runtime.engines import UnknownFlagError, get_engine, validate_flags
 from tuner.runtime.launcher import EngineLaunchError, classify_failure, launch, read_supported_flags
 from tuner.runtime.loadgen.client import LoadOptions, run_warmup_sync
 from tuner.runtime.scraper import MetricsParseError
+from tuner.runtime.stages import StageTimer
 from tuner.search.flags.load_search import (
     EngineDied,
     EngineStepRunner,
@@ -96,22 +96,6 @@ class TrialOutcome:
         return self.status == "ok" and self.search is not None and self.search.best is not None
 
 
-class _Stages:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def add(self, name: str, seconds: float) -> None:
-        self.seconds[name] = round(self.seconds.get(name, 0.0) + seconds, 4)
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t0 = time.monotonic()
-        try:
-            yield
-        finally:
-            self.add(name, time.monotonic() - t0)
-
-
 def infeasible_kind(kind: str) -> bool:
     return kind in INFEASIBLE_KINDS
 
@@ -124,7 +108,7 @@ def run_trial(settings: TrialSettings, candidate: Candidate, *, repeats: int = 1
     also on Ctrl-C (which is re-raised).
     """
     engine = get_engine(settings.engine, **dict(settings.engine_options))
-    stages = _Stages()
+    stages = StageTimer()
     flags = dict(candidate.flags)
     argv = tuple(engine.build_argv(settings.model, 0, flags))
 
