@@ -129,6 +129,16 @@ async def _deliveries(engine: Engine, handle: RequestHandle) -> AsyncIterator[De
             engine.abort(handle)
 
 
+async def _collect(engine: Engine, handle: RequestHandle) -> tuple[list[int], bool]:
+    """All token ids of a non-streaming request, and whether it was aborted."""
+    ids: list[int] = []
+    aborted = False
+    async for d in _deliveries(engine, handle):
+        ids.extend(d.token_ids)
+        aborted = d.aborted
+    return ids, aborted
+
+
 def _finish_reason_native(handle: RequestHandle, aborted: bool) -> dict[str, Any]:
     if aborted:
         return {"type": "abort", "message": "The server is shutting down."}
@@ -304,11 +314,7 @@ def create_app(state: ServerState) -> FastAPI:
 
             return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
-        ids: list[int] = []
-        aborted = False
-        async for d in _deliveries(engine, handle):
-            ids.extend(d.token_ids)
-            aborted = d.aborted
+        ids, aborted = await _collect(engine, handle)
         return JSONResponse(
             {
                 "text": _text(ids, first=True),
@@ -365,25 +371,12 @@ def create_app(state: ServerState) -> FastAPI:
                     if d.finished:
                         yield _sse(chunk("", finish_reason(d.aborted)))
                 if include_usage:
-                    yield _sse(
-                        {
-                            "id": rid,
-                            "object": "text_completion",
-                            "created": created,
-                            "model": model,
-                            "choices": [],
-                            "usage": _usage(handle),
-                        }
-                    )
+                    yield _sse({**chunk("", None), "choices": [], "usage": _usage(handle)})
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
-        ids: list[int] = []
-        aborted = False
-        async for d in _deliveries(engine, handle):
-            ids.extend(d.token_ids)
-            aborted = d.aborted
+        ids, aborted = await _collect(engine, handle)
         body_out = chunk(_text(ids, True), finish_reason(aborted))
         body_out["usage"] = _usage(handle)
         return JSONResponse(body_out)
@@ -432,25 +425,12 @@ def create_app(state: ServerState) -> FastAPI:
                     if d.finished:
                         yield _sse(chunk({}, finish_reason(d.aborted)))
                 if include_usage:
-                    yield _sse(
-                        {
-                            "id": rid,
-                            "object": "chat.completion.chunk",
-                            "created": created,
-                            "model": model,
-                            "choices": [],
-                            "usage": _usage(handle),
-                        }
-                    )
+                    yield _sse({**chunk({}, None), "choices": [], "usage": _usage(handle)})
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
-        ids: list[int] = []
-        aborted = False
-        async for d in _deliveries(engine, handle):
-            ids.extend(d.token_ids)
-            aborted = d.aborted
+        ids, aborted = await _collect(engine, handle)
         return JSONResponse(
             {
                 "id": rid,
