@@ -212,3 +212,14 @@ def test_current_vllm_gets_its_quant_config_object(fake_vllm_quant_config_api):
     assert pc["w1_scale"] is weights.w1_scale
     assert bl["block_shape"] == [128, 128] and not bl["per_act_token_quant"]
     assert plain is None  # bf16: no quantization config at all
+
+
+def test_an_engine_whose_new_entry_point_lacks_its_config_class_is_not_used(fake_sglang_runner_api, monkeypatch,
+                                                                               caplog):
+    # fused_experts wants a MoeRunnerConfig, but the module that holds it is missing: calling it with None would
+    # fail every config, so the engine's kernel is not offered (auto falls back to ours, asking for it is an error)
+    monkeypatch.setitem(sys.modules, "sglang.srt.layers.moe.moe_runner", types.ModuleType("empty"))
+    assert isinstance(get_backend(None), TunerBackend)
+    assert "MoeRunnerConfig is not importable" in caplog.text
+    with pytest.raises(TunerError, match="not importable"):
+        get_backend("sglang")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,6 +20,8 @@ import torch
 from tuner.errors import TunerError
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
 from tuner.kernels.fused_moe import MoeWeights, fused_moe
+
+log = logging.getLogger(__name__)
 
 
 class MoeKernelBackend(Protocol):
@@ -123,21 +126,19 @@ class EngineBackend:
         with self.override_config(config.to_json_dict()):
             if self.style == "topk_output":
                 topk = (self.topk_output or _triple)(topk_weights, topk_ids, None)
-                runner = None
-                if self.runner_config is not None:
-                    runner = self.runner_config(**_accepted(self.runner_config, {
-                        "num_experts": shape.num_experts, "num_local_experts": shape.num_experts,
-                        "hidden_size": shape.hidden_size, "intermediate_size_per_partition": shape.intermediate_size,
-                        "top_k": shape.runtime_top_k, "num_fused_shared_experts": shape.fused_shared_experts,
-                        "params_dtype": x.dtype, "activation": "silu",
-                        "inplace": False,  # the timed inputs are reused by every replay: never overwrite them
-                    }))
+                assert self.runner_config is not None  # required at load time for this style
+                runner = self.runner_config(**_accepted(self.runner_config, {
+                    "num_experts": shape.num_experts, "num_local_experts": shape.num_experts,
+                    "hidden_size": shape.hidden_size, "intermediate_size_per_partition": shape.intermediate_size,
+                    "top_k": shape.runtime_top_k, "num_fused_shared_experts": shape.fused_shared_experts,
+                    "params_dtype": x.dtype, "activation": "silu",
+                    "inplace": False,  # the timed inputs are reused by every replay: never overwrite them
+                }))
                 return self.fused_experts(x, weights.w1, weights.w2, topk, runner, **fp8)
             if self.style == "quant_config":
                 quant = None
                 if fp8:
-                    if self.quant_config is None:
-                        raise TunerError(f"{self.version}: fp8_w8a8_moe_quant_config not found; cannot time FP8")
+                    assert self.quant_config is not None  # required at load time for this style
                     per_channel = bool(fp8.get("per_channel_quant"))
                     quant = self.quant_config(**_accepted(self.quant_config, {
                         "w1_scale": fp8["w1_scale"], "w2_scale": fp8["w2_scale"], "per_act_token_quant": per_channel,
@@ -173,6 +174,12 @@ def _load_engine_backend(engine: str) -> EngineBackend | None:
                       "topk_output": _optional_attr(*SGLANG_TOPK_OUTPUT)}
         elif style == "quant_config":
             extras = {"quant_config": _optional_attr(*VLLM_FP8_QUANT_CONFIG)}
+        needed = {"topk_output": ("runner_config", SGLANG_RUNNER_CONFIG),
+                  "quant_config": ("quant_config", VLLM_FP8_QUANT_CONFIG)}.get(style)
+        if needed is not None and extras[needed[0]] is None:
+            log.warning("%s %s: %s.%s takes %s but %s.%s is not importable; not using this engine's kernel",
+                        engine, version, module_name, fn_name, style, *needed[1])
+            continue
         return EngineBackend(name=engine, version=f"{engine} {version}", fused_experts=fn, override_config=override,
                              style=style, **extras)
     return None
