@@ -9,7 +9,7 @@ from tuner.kernels.base import KernelConfig
 from tuner.models.config import load_model_config
 from tuner.models.shapes import derive_moe_shape
 from tuner.store.db import open_database
-from tuner.store.kernels import get_or_create_sweep, save_best_configs
+from tuner.store.kernels import BestConfig, get_or_create_sweep, save_best_configs
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def _store_sweep(data_dir, device="NVIDIA H100 80GB HBM3"):
     rows = []
     for m, c in [(64, KernelConfig(16, 128, 128, 1, 4, 4)), (1, KernelConfig(16, 64, 128, 1, 4, 3)),
                  (4096, KernelConfig(128, 128, 128, 16, 8, 3))]:
-        rows.append((m, c.to_json_dict(), c.key, 10.0, 12.0))
+        rows.append(BestConfig(m, c.to_json_dict(), c.key, 10.0, 12.0))
     save_best_configs(db, sid, rows)
     db.dispose()
 
@@ -77,6 +77,35 @@ def test_export_writes_engine_files_from_the_database(data_dir, tmp_path, capsys
     assert main(["export", "--model", "GLM-4.7-FP8", "--tp", "8", "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
     assert main(["export", "--model", "GLM-4.7-FP8", "--tp", "8", "--out", str(out), "--force"]) == 0
+
+
+def test_export_writes_down_twins_and_warns_about_a_proxy_kernel(data_dir, tmp_path, capsys):
+    shape = derive_moe_shape(load_model_config("DeepSeek-V3"), tp=8)
+    db = open_database(f"sqlite:///{data_dir / 'tuner.db'}")
+    sid = get_or_create_sweep(
+        db, model="deepseek-ai/DeepSeek-V3", tp=8, ep=1, shared_experts_fusion=True, dtype=shape.quant.value,
+        kernel="fused_moe", kernel_source="tuner", device_name="NVIDIA H200", triton_version="3.6.0",
+        torch_version="2.11", bench_method="m", shape=shape, shape_key=shape.key, batch_sizes=[1, 256],
+        strategy="adaptive", notes={"proxy_for": "sglang"})
+    up, down, single = KernelConfig(16, 64, 128, 1, 4, 5), KernelConfig(16, 128, 128, 16, 4, 2), KernelConfig(64, 128, 128, 32, 4, 3)
+    save_best_configs(db, sid, [
+        BestConfig(1, up.to_json_dict(), "k", 30.0, 50.0, down_config=down.to_json_dict(),
+                   single_config=single.to_json_dict()),
+        BestConfig(256, single.to_json_dict(), "k2", 300.0, 500.0, single_config=single.to_json_dict()),
+    ])
+    db.dispose()
+    out = tmp_path / "out"
+    assert main(["export", "--model", "DeepSeek-V3", "--tp", "8", "--out", str(out)]) == 0
+    name = "E=257,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128, 128]"
+    folder = out / "configs" / "triton_3_6_0"
+    assert json.loads((folder / f"{name}.json").read_text()) == {"1": up.to_json_dict(), "256": single.to_json_dict()}
+    # M=256 has no down config of its own: the twin repeats the up config there, which is what SGLang would run
+    assert json.loads((folder / f"{name}_down.json").read_text()) == {"1": down.to_json_dict(),
+                                                                       "256": single.to_json_dict()}
+    (vllm,) = (out / "vllm").glob("*.json")
+    assert json.loads(vllm.read_text())["1"] == single.to_json_dict()
+    printed = capsys.readouterr().out
+    assert "tuner's own kernel as a proxy for sglang's" in printed
 
 
 def test_export_without_a_sweep_says_what_to_run(data_dir, tmp_path, capsys):

@@ -96,3 +96,55 @@ def test_registry():
         assert isinstance(exporter, Exporter)
     with pytest.raises(ExportError, match="valid formats: sglang, vllm"):
         get_exporter("tensorrt-llm")
+
+
+DSV3_H200 = "triton_3_5_1/E=257,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128, 128]"
+
+
+@pytest.fixture
+def dsv3_tp8():
+    return derive_moe_shape(load_model_config("DeepSeek-V3"), tp=8)
+
+
+def test_sglang_export_writes_the_down_twin_byte_for_byte(tmp_path, dsv3_tp8):
+    from tuner.export.tables import TunedTables
+
+    up, down = parse_config_file(FIXTURES / f"{DSV3_H200}.json"), parse_config_file(FIXTURES / f"{DSV3_H200}_down.json")
+    written = get_exporter("sglang").write(tmp_path, dsv3_tp8, "NVIDIA H200", "3.5.1", TunedTables(up, down))
+    assert written == [tmp_path / "configs" / f"{DSV3_H200}.json", tmp_path / "configs" / f"{DSV3_H200}_down.json"]
+    for path, fixture in zip(written, (f"{DSV3_H200}.json", f"{DSV3_H200}_down.json")):
+        assert path.read_bytes() == (FIXTURES / fixture).read_bytes()
+
+
+def test_vllm_gets_the_single_config_table_not_the_sglang_pair(tmp_path, dsv3_tp8):
+    from tuner.export.tables import ConfigTable, TunedTables
+    from tuner.kernels.base import KernelConfig
+
+    up = parse_config_file(FIXTURES / f"{DSV3_H200}.json")
+    down = parse_config_file(FIXTURES / f"{DSV3_H200}_down.json")
+    single = ConfigTable.from_mapping({m: KernelConfig(64, 128, 128, 32, 4, 3) for m in up})
+    exporter = get_exporter("vllm")
+    (planned,) = exporter.plan(dsv3_tp8, "NVIDIA H200", "3.5.1", down=True)
+    assert any("one config for both GEMMs" in n for n in planned.notes)
+    (path,) = exporter.write(tmp_path, dsv3_tp8, "NVIDIA H200", "3.5.1", TunedTables(up, down, single))
+    data = json.loads(path.read_text())
+    assert path.name == "E=256,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128,128].json"
+    assert data["1"] == single[1].to_json_dict() and all("USE_TMA" not in v for k, v in data.items() if k.isdigit())
+
+
+def test_shipped_files_for_a_shape_are_found_in_every_triton_folder_with_their_down_twins(tmp_path, dsv3_tp8):
+    import shutil
+
+    from tuner.export.shipped import shipped_seeds, shipped_tables
+    from tuner.kernels.backends import ConfigRoot
+
+    shutil.copytree(FIXTURES, tmp_path / "configs")  # laid out as SGLang's package folder
+    tables = shipped_tables(dsv3_tp8, [ConfigRoot(tmp_path, "sglang")])
+    assert [(t.path.parent.name, t.device_token, t.down is not None) for t in tables] == [
+        ("triton_3_5_1", "NVIDIA_H200", True), ("triton_3_2_0", "NVIDIA_H200", False)]
+    ups, downs = shipped_seeds(tables, 1)
+    assert ups[0] == tables[0].up[1] and downs == [tables[0].down[1]] and downs[0].use_tma
+    # another shape finds only its own files (E=257,N=128 on the H100 is a different N)
+    glm = derive_moe_shape(load_model_config("GLM-4.7-FP8"), tp=8)
+    assert [t.path.parent.name for t in shipped_tables(glm, [ConfigRoot(tmp_path, "sglang")])] == [
+        "triton_3_5_1", "triton_3_4_0"]

@@ -17,51 +17,44 @@ from tuner.export.tables import (
     read_config_file,
     to_json_text,
 )
-from tuner.kernels.base import CONFIG_KEYS, KernelConfig
+from tuner.kernels.base import KernelConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sglang-moe-configs"
 ALL_FIXTURES = sorted(FIXTURES.glob("*/*.json"))
 
 
-def _has_extra_keys(path: Path) -> bool:
-    data = json.loads(path.read_text())
-    return any(set(entry) != set(CONFIG_KEYS) for entry in data.values())
+DOWN_FIXTURES = [p for p in ALL_FIXTURES if p.name.endswith("_down.json")]
 
 
-SIX_KEY_FIXTURES = [p for p in ALL_FIXTURES if not _has_extra_keys(p)]
-EXTRA_KEY_FIXTURES = [p for p in ALL_FIXTURES if _has_extra_keys(p)]
-
-
-def test_fixture_split_is_as_expected():
-    # Only the `_down` file carries an extra per-M key (USE_TMA); a KernelConfig has exactly six keys, so
-    # that file cannot be re-serialized byte for byte and is checked by value instead.
-    assert [p.name for p in EXTRA_KEY_FIXTURES] == [
+def test_fixtures_include_a_down_file_with_use_tma():
+    assert [p.name for p in DOWN_FIXTURES] == [
         "E=257,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128, 128]_down.json"
     ]
-    assert len(SIX_KEY_FIXTURES) == 9
+    assert '"USE_TMA": true' in DOWN_FIXTURES[0].read_text()
+    assert len(ALL_FIXTURES) == 10
 
 
-@pytest.mark.parametrize(
-    "path", SIX_KEY_FIXTURES, ids=[f"{p.parent.name}/{p.name}" for p in SIX_KEY_FIXTURES]
-)
+@pytest.mark.parametrize("path", ALL_FIXTURES, ids=[f"{p.parent.name}/{p.name}" for p in ALL_FIXTURES])
 def test_shipped_files_round_trip_byte_for_byte(path):
+    # `_down` files included: USE_TMA is part of a KernelConfig and written back where it was.
     table = parse_config_file(path)
     assert to_json_text(table) == path.read_text(encoding="utf-8")
     assert to_json_text(table).encode() == path.read_bytes()
 
 
-def test_extra_keys_are_tolerated_and_reported(caplog):
-    path = EXTRA_KEY_FIXTURES[0]
+def test_use_tma_is_read_not_reported_as_an_unknown_key():
+    path = DOWN_FIXTURES[0]
     parsed = read_config_file(path)
     raw = json.loads(path.read_text())
-    assert parsed.table.batch_sizes == tuple(sorted(int(k) for k in raw))
-    for m, config in parsed.table.items():
-        assert config.to_json_dict() == {k: raw[str(m)][k] for k in CONFIG_KEYS}
-    assert set(parsed.entry_extras) == {int(k) for k in raw if "USE_TMA" in raw[k]}
-    assert any("USE_TMA" in note for note in parsed.notes)
-    with caplog.at_level("INFO", logger="tuner.export.tables"):
-        parse_config_file(path)
-    assert "USE_TMA" in caplog.text
+    assert {m for m, c in parsed.table.items() if c.use_tma} == {int(k) for k in raw if raw[k].get("USE_TMA")}
+    assert parsed.entry_extras == {} and parsed.notes == []
+
+
+def test_unknown_per_m_keys_are_tolerated_and_reported(caplog):
+    text = json.dumps({"1": {**KernelConfig(16, 64, 128, 1, 4, 3).to_json_dict(), "SPLIT_K": 2}})
+    parsed = parse_config_text(text)
+    assert dict(parsed.entry_extras) == {1: {"SPLIT_K": 2}}
+    assert any("SPLIT_K" in note for note in parsed.notes)
 
 
 def test_vllm_triton_version_key_is_read_and_kept_aside():

@@ -55,3 +55,17 @@ def test_equivalent_group_sizes_collapse_to_one():
     assert groups == {1, 16}
     kept = prune_for_batch(full_space(GLM), GLM, 4096)
     assert {c.group_size_m for c in kept} == {1, 16, 32, 64}
+
+
+def test_compile_placeholders_match_the_real_weights_in_dtype_shape_and_stride():
+    import torch
+
+    from tuner.kernels.fused_moe import make_weights, placeholder_weights
+
+    for quant, block in ((Quant.BF16, None), (Quant.FP8_PER_CHANNEL, None), (Quant.FP8_BLOCK, (128, 128))):
+        shape = MoeShape(3, 192, 320, 2, quant, block_shape=block)
+        real, fake = make_weights(shape, torch.bfloat16, "cpu", 0), placeholder_weights(shape, torch.bfloat16, "cpu")
+        for a, b in zip((real.w1, real.w2, real.w1_scale, real.w2_scale), (fake.w1, fake.w2, fake.w1_scale, fake.w2_scale)):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert (a.dtype, a.shape, a.stride()) == (b.dtype, b.shape, b.stride())

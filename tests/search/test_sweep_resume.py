@@ -4,10 +4,11 @@ wrong configs are recorded and never chosen."""
 
 import pytest
 
-from tuner.kernels.base import KernelConfig, MoeShape, Quant
+from tuner.kernels.backends import EngineChoice
+from tuner.kernels.base import KernelConfig, MoeConfigs, MoeShape, Quant
 from tuner.kernels.space import candidate_space, default_config
 from tuner.kernels.timing import TimingResult
-from tuner.search.kernel_sweep import FINAL_REPLAYS, SweepSpec, _BatchSweeper, make_strategy, sweep_batch_size
+from tuner.search.moe_batch import FINAL_REPLAYS, BatchPlan, BatchSweeper, sweep_batch_size
 from tuner.store.db import open_database
 from tuner.store.kernels import MeasurementContext, load_measurements
 
@@ -24,33 +25,35 @@ def latency(c: KernelConfig) -> float:
 
 
 class FakeProblem:
+    """Times a pair as the up config's latency (down configs are studied in test_moe_batch.py)."""
+
     def __init__(self, wrong=frozenset(), interrupt_after=None):
         self.wrong = wrong
         self.timed: list[KernelConfig] = []
         self.interrupt_after = interrupt_after
 
-    def check(self, config):
-        return 0.5 if config in self.wrong else 1e-3
+    def check(self, configs):
+        return 0.5 if configs.up in self.wrong else 1e-3
 
     def is_correct(self, err):
         return err < 0.03
 
-    def time(self, config, replays):
+    def time(self, configs, replays):
         if self.interrupt_after is not None and len(self.timed) >= self.interrupt_after:
             raise KeyboardInterrupt
-        self.timed.append(config)
-        return TimingResult(latency(config), 0.1, replays)
+        self.timed.append(configs.up)
+        return TimingResult(latency(configs.up), 0.1, replays)
 
 
-def _spec():
-    return SweepSpec(model="m", tp=8, ep=1, shared_experts_fusion=True, shape=SHAPE, budget=24)
+def _plan(seeds=(), strategy="adaptive"):
+    engine = EngineChoice(MoeConfigs(default_config(SHAPE, M)), "default")
+    return BatchPlan(SHAPE, M, engine, down_configs=False, tma=False, up_seeds=tuple(seeds), strategy=strategy,
+                     up_budget=24)
 
 
-def _run(db, problem, seeds=()):
-    spec = _spec()
-    sweeper = _BatchSweeper(db, CTX, SHAPE, problem, None, M)
-    strategy = make_strategy(spec, M, [default_config(SHAPE, M), *seeds])
-    return sweep_batch_size(sweeper, spec, strategy, M, pool_width=8)
+def _run(db, problem, seeds=(), pool=None, strategy="adaptive"):
+    sweeper = BatchSweeper(db, CTX, SHAPE, problem, pool, M)
+    return sweep_batch_size(sweeper, _plan(seeds, strategy))
 
 
 def test_every_measurement_is_stored_and_a_rerun_measures_nothing(tmp_path):
@@ -75,9 +78,9 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     assert len(kept) == 10  # nothing measured was lost, nothing half-written
     resumed = FakeProblem()
     result = _run(db, resumed)
-    quick_retimed = [c for c in resumed.timed if c.key in kept]
-    # configs measured before the interruption are only re-timed as finalists (with more replays)
-    assert len(quick_retimed) <= 5
+    retimed = {c.key for c in resumed.timed if c.key in kept}
+    # configs measured before the interruption are only re-timed as finalists (in interleaved rounds)
+    assert len(retimed) <= 6
     assert result.best is not None
 
 
@@ -94,7 +97,7 @@ def test_fast_but_wrong_configs_are_recorded_and_never_chosen(tmp_path):
     fastest = min(candidate_space(SHAPE, M), key=latency)
     # seeded, so it is certainly measured: it must be recorded as wrong and never picked
     result = _run(db, FakeProblem(wrong=frozenset({fastest})), seeds=[fastest])
-    assert result.best != fastest
+    assert result.best.up != fastest
     assert result.rejected_wrong == 1
     rows = {m.config_key: m for m in load_measurements(db, CTX, SHAPE.key, M)}
     assert rows[fastest.key].status == "wrong" and rows[fastest.key].latency_us is None
@@ -117,7 +120,7 @@ class RecordingPool:
 
     def __init__(self, problem):
         self.problem = problem
-        self.submitted: list[KernelConfig] = []
+        self.submitted: list[MoeConfigs] = []
         self.timed_at_first_submit: int | None = None
 
     def submit(self, configs):
@@ -134,19 +137,16 @@ def test_exhaustive_sweep_compiles_its_whole_list_ahead_of_timing_and_skips_what
     from tuner.kernels.space import fits_device, full_space
 
     db = open_database(f"sqlite:///{tmp_path / 't.db'}")
-    spec = SweepSpec(model="m", tp=8, ep=1, shared_experts_fusion=True, shape=SHAPE, strategy="exhaustive")
     everything = [c for c in full_space(SHAPE) if fits_device(c, SHAPE)]
     with pytest.raises(KeyboardInterrupt):
         problem = FakeProblem(interrupt_after=30)
-        sweep_batch_size(_BatchSweeper(db, CTX, SHAPE, problem, RecordingPool(problem), M), spec,
-                         make_strategy(spec, M, []), M, pool_width=4)
+        _run(db, problem, pool=RecordingPool(problem), strategy="exhaustive")
     measured = {m.config_key for m in load_measurements(db, CTX, SHAPE.key, M)}
     problem = FakeProblem()
     pool = RecordingPool(problem)
-    sweep_batch_size(_BatchSweeper(db, CTX, SHAPE, problem, pool, M), spec, make_strategy(spec, M, []), M,
-                     pool_width=4)
+    _run(db, problem, pool=pool, strategy="exhaustive")
     assert pool.timed_at_first_submit == 0
     remaining = [c for c in everything if c.key not in measured]
     # the whole remaining list went to the compile workers first, in the order it is then timed
-    assert pool.submitted[: len(remaining)] == remaining
+    assert [c.up for c in pool.submitted[: len(remaining)]] == remaining
     assert problem.timed[: len(remaining)] == remaining

@@ -169,13 +169,18 @@ def test_best_configs_saved_per_batch_size_and_replaced(db) -> None:  # type: ig
         "num_stages": 3,
     }
     cfg_b = dict(cfg_a, BLOCK_SIZE_M=64)
-    kernels.save_best_configs(db, sweep_id, [(1, cfg_a, "a", 10.0, 14.0), (2, cfg_a, "a", 11.0, None)])
-    kernels.save_best_configs(db, sweep_id, [(2, cfg_b, "b", 9.0, 12.0)])
-    assert kernels.load_best_configs(db, sweep_id) == {1: (cfg_a, 10.0, 14.0), 2: (cfg_b, 9.0, 12.0)}
+    down = dict(cfg_b, USE_TMA=True)
+    best = kernels.BestConfig
+    kernels.save_best_configs(db, sweep_id, [best(1, cfg_a, "a", 10.0, 14.0), best(2, cfg_a, "a", 11.0, None)])
+    second = best(2, cfg_b, "b/down:c", 9.0, 12.0, down_config=down, engine_config={"up": cfg_a, "down": None},
+                  engine_source="triton_3_5_1/E=1.json", engine_latency_us=9.5, single_config=cfg_b,
+                  single_latency_us=9.2, kept_engine_choice=False, noise_us=0.1)
+    kernels.save_best_configs(db, sweep_id, [second])
+    assert kernels.load_best_configs(db, sweep_id) == {1: best(1, cfg_a, "a", 10.0, 14.0), 2: second}
     other = kernels.get_or_create_sweep(db, **sweep_fields(ep=8))
     assert kernels.load_best_configs(db, other) == {}
     with pytest.raises(LookupError):
-        kernels.save_best_configs(db, 12345, [(1, cfg_a, "a", 1.0, None)])
+        kernels.save_best_configs(db, 12345, [best(1, cfg_a, "a", 1.0, None)])
 
 
 def test_list_sweeps_filters_by_model_and_device(db) -> None:  # type: ignore[no-untyped-def]

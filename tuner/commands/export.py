@@ -35,9 +35,20 @@ def export_latest(settings: Settings, model: str, tp: int, ep: int, out_dir: str
     db = open_database(settings.resolved_database_url)
     try:
         sweeps = find_sweeps(db, name, tp, ep, device_name=device_name, shape_key=shape_key)
-        return [f.path for f in export_sweeps(db, sweeps, out_dir, _formats(formats), force)]
+        return export_sweeps(db, sweeps, out_dir, _formats(formats), force)
     finally:
         db.dispose()
+
+
+def print_exported(files: list) -> None:
+    """`wrote PATH` per file, each note (a proxy kernel, a renamed device, ...) once, indented below."""
+    shown: set[str] = set()
+    for f in files:
+        print(f"wrote {f.path}")
+        for note in f.notes:
+            if note not in shown:
+                shown.add(note)
+                print(f"  note: {note}")
 
 
 def _formats(text: str) -> list[str]:
@@ -57,8 +68,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.list:
             for s in list_sweeps(db):
                 n = len(load_best_configs(db, s.id))
+                proxy = (s.notes or {}).get("proxy_for")
+                source = f"{s.kernel_source} as a proxy for {proxy}" if proxy else s.kernel_source
                 print(f"#{s.id} {s.model} TP{s.tp} EP{s.ep} {s.shape_key} on {s.device_name} triton {s.triton_version} "
-                      f"[{s.kernel_source}, {s.strategy}] {s.status}: {n} batch sizes tuned")
+                      f"[{source}, {s.strategy}] {s.status}: {n} batch sizes tuned")
             return 0
         if args.flag_study:
             if not args.out:
@@ -75,10 +88,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         name = load_model_config(args.model).name
         sweeps = find_sweeps(db, name, args.tp, args.ep, device_name=args.device_name)
         formats = _formats(args.format)
-        for f in export_sweeps(db, sweeps, args.out, formats, args.force):
-            print(f"wrote {f.path}")
-            for note in f.notes:
-                print(f"  note: {note}")
+        print_exported(export_sweeps(db, sweeps, args.out, formats, args.force))
         for hint in usage_hints(args.out, formats):
             print(hint)
         return 0

@@ -27,9 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="as SGLang's --disable-shared-experts-fusion")
     p.add_argument("--batch-sizes", help="comma-separated M values (default: the 18 standard ones)")
     p.add_argument("--exhaustive", action="store_true", help="measure the whole config space of SGLang's tuner (slow; for comparison)")
-    p.add_argument("--budget", type=int, default=48, help="configs measured per batch size by the adaptive search (default 48)")
+    p.add_argument("--budget", type=int, default=32,
+                   help="up-GEMM configs measured per batch size by the adaptive search (default 32)")
+    p.add_argument("--down-budget", type=int, default=16,
+                   help="down-GEMM configs per batch size, and as many up configs given the best down, where the engine reads _down files (default 16)")
     p.add_argument("--kernel-source", default="auto", choices=["auto", "tuner", "sglang", "vllm"],
-                   help="whose kernel to time: the engine's own when importable (auto), or ours")
+                   help="whose kernel to time: the engine's own when importable (auto; else ours, as a proxy "
+                   "that the output flags), or ours")
     p.add_argument("--routing", help="a torch file with recorded top-k ids [T, k] to sample routing from")
     p.add_argument("--gpus", help="comma-separated GPU indices; one worker process per GPU (default: 0)")
     p.add_argument("--compile-workers", type=int, help="parallel compile processes (default: CPU cores - 1, at most 16)")
@@ -72,28 +76,39 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from tuner.search.kernel_sweep import SweepSpec, run_sweep_multi_gpu
 
+    for flag, value in (("--budget", args.budget), ("--down-budget", args.down_budget)):
+        if value < 1:
+            raise TunerError(f"{flag} must be a positive number of configs, got {value}")
     gpus = _parse_gpus(args.gpus)
     spec = SweepSpec(
         model=cfg.name, tp=args.tp, ep=args.ep, shared_experts_fusion=shape.fused_shared_experts > 0,
         shape=shape, batch_sizes=batch_sizes, strategy="exhaustive" if args.exhaustive else "adaptive",
-        budget=args.budget, kernel_source=None if args.kernel_source == "auto" else args.kernel_source,
+        budget=args.budget, down_budget=args.down_budget,
+        kernel_source=None if args.kernel_source == "auto" else args.kernel_source,
         seed=args.seed, routing_path=args.routing,
     )
     print(f"{cfg.name} TP{args.tp} EP{args.ep}: {shape.key}")
     if len(gpus) == 1:
         from tuner.search.kernel_sweep import run_sweep
 
-        run_sweep(spec, settings.resolved_database_url, gpus[0], args.compile_workers)
+        report = run_sweep(spec, settings.resolved_database_url, gpus[0], args.compile_workers, print_fn=print)
+        _print_summary(report)
     else:
         run_sweep_multi_gpu(spec, settings.resolved_database_url, gpus)
     if args.export:
-        from tuner.commands.export import export_latest
+        from tuner.commands.export import export_latest, print_exported
 
-        written = export_latest(settings, model=cfg.name, tp=args.tp, ep=args.ep, out_dir=args.export,
-                                formats=args.format, force=args.force, shape_key=shape.key)
-        for path in written:
-            print(f"wrote {path}")
+        print_exported(export_latest(settings, model=cfg.name, tp=args.tp, ep=args.ep, out_dir=args.export,
+                                     formats=args.format, force=args.force, shape_key=shape.key))
     return 0
+
+
+def _print_summary(report) -> None:  # type: ignore[no-untyped-def]
+    """Geometric-mean gains over the engine's current choice and over the default, as the report's last lines."""
+    from tuner.search.report import sweep_summary
+
+    for line in sweep_summary(report.results):
+        print(line)
 
 
 def _parse_gpus(text: str | None) -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, runtime_checkable
 
 from tuner.errors import ExportError
-from tuner.export.tables import ConfigTable, to_json_text
+from tuner.export.tables import ConfigTable, TunedTables, to_json_text
 from tuner.kernels.base import MoeShape
 
 __all__ = ["Exporter", "PlannedFile", "PlannedFilesExporter", "write_planned_files", "write_text_atomically"]
@@ -31,6 +31,7 @@ class PlannedFile:
         default_factory=dict, hash=False
     )  # top-level JSON keys before the M keys
     notes: tuple[str, ...] = ()
+    role: str = "up"  # which table it holds: "up", "down" (SGLang's `_down` twin) or "single" (one for both GEMMs)
 
     @property
     def file_name(self) -> str:
@@ -46,8 +47,9 @@ class Exporter(Protocol):
 
     name: str
 
-    def plan(self, shape: MoeShape, device_name: str, triton_version: str) -> list[PlannedFile]:
-        """The files `write` would create, relative to the output folder; writes nothing."""
+    def plan(self, shape: MoeShape, device_name: str, triton_version: str, down: bool = False) -> list[PlannedFile]:
+        """The files `write` would create, relative to the output folder (`down`: a separate down table exists);
+        writes nothing."""
         ...
 
     def write(
@@ -56,7 +58,7 @@ class Exporter(Protocol):
         shape: MoeShape,
         device_name: str,
         triton_version: str,
-        table: ConfigTable,
+        table: ConfigTable | TunedTables,
         force: bool = False,
     ) -> list[Path]:
         """Write the planned files under `out_dir`; return their paths. ExportError if one exists and not force."""
@@ -67,11 +69,16 @@ class Exporter(Protocol):
         ...
 
 
+def as_tuned_tables(table: ConfigTable | TunedTables) -> TunedTables:
+    return table if isinstance(table, TunedTables) else TunedTables(up=table)
+
+
 def write_planned_files(
-    out_dir: Path, planned: Sequence[PlannedFile], table: ConfigTable, force: bool = False
+    out_dir: Path, planned: Sequence[PlannedFile], table: ConfigTable | TunedTables, force: bool = False
 ) -> list[Path]:
-    """Write `table` to every planned file: all targets are checked before anything is written."""
-    texts = [(item.target(out_dir), to_json_text(table, extra=item.extra)) for item in planned]
+    """Write each planned file from the table of its role: all targets are checked before anything is written."""
+    tables = as_tuned_tables(table)
+    texts = [(item.target(out_dir), to_json_text(tables.for_role(item.role), extra=item.extra)) for item in planned]
     for target, _ in texts:
         if target.is_dir():
             raise ExportError(f"{target} is a folder, not a file; move it away to export there")
@@ -115,7 +122,7 @@ class PlannedFilesExporter:
 
     name: str
 
-    def plan(self, shape: MoeShape, device_name: str, triton_version: str) -> list[PlannedFile]:
+    def plan(self, shape: MoeShape, device_name: str, triton_version: str, down: bool = False) -> list[PlannedFile]:
         raise NotImplementedError
 
     def write(
@@ -124,8 +131,10 @@ class PlannedFilesExporter:
         shape: MoeShape,
         device_name: str,
         triton_version: str,
-        table: ConfigTable,
+        table: ConfigTable | TunedTables,
         force: bool = False,
     ) -> list[Path]:
-        return write_planned_files(Path(out_dir), self.plan(shape, device_name, triton_version), table, force)
+        tables = as_tuned_tables(table)
+        planned = self.plan(shape, device_name, triton_version, down=tables.down is not None)
+        return write_planned_files(Path(out_dir), planned, tables, force)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tuner.errors import ExportError
 from tuner.export.registry import get_exporter
-from tuner.export.tables import ConfigTable
+from tuner.export.tables import ConfigTable, TunedTables
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
 from tuner.store.db import Database
 from tuner.store.kernels import SweepRecord, list_sweeps, load_best_configs
@@ -47,9 +47,30 @@ def find_sweeps(db: Database, model: str, tp: int, ep: int = 1, device_name: str
     return list(newest.values())
 
 
-def table_of(db: Database, sweep: SweepRecord) -> ConfigTable:
+def tables_of(db: Database, sweep: SweepRecord) -> TunedTables:
+    """The sweep's best configs as the tables the exporters write: up, `_down` (only when some M has a down
+    config of its own; the up config stands in at the other M) and the best single config per M."""
     best = load_best_configs(db, sweep.id)
-    return ConfigTable.from_mapping({m: KernelConfig.from_json_dict(cfg) for m, (cfg, _, _) in best.items()})
+    up = {m: KernelConfig.from_json_dict(b.config) for m, b in best.items()}
+    down = None
+    if any(b.down_config for b in best.values()):
+        down = ConfigTable.from_mapping({
+            m: KernelConfig.from_json_dict(b.down_config) if b.down_config else up[m] for m, b in best.items()})
+    single = None
+    if any(b.single_config for b in best.values()):
+        single = ConfigTable.from_mapping({
+            m: KernelConfig.from_json_dict(b.single_config) if b.single_config else up[m] for m, b in best.items()})
+    return TunedTables(ConfigTable.from_mapping(up), down, single)
+
+
+def proxy_note(sweep: SweepRecord, engine: str) -> str | None:
+    """A warning when the files for `engine` were tuned in another kernel than `engine`'s own."""
+    if sweep.kernel_source == engine:
+        return None
+    proxy = (sweep.notes or {}).get("proxy_for")
+    what = f"tuner's own kernel as a proxy for {proxy}'s" if sweep.kernel_source == "tuner" else f"{sweep.kernel_source}'s kernel"
+    return (f"sweep {sweep.id} was timed in {what}, not in {engine}'s: its ranking may not carry over; "
+            f"re-run `tuner kernel-sweep` where {engine} is importable")
 
 
 def export_sweeps(db: Database, sweeps: list[SweepRecord], out_dir: str | Path, formats: list[str],
@@ -61,10 +82,14 @@ def export_sweeps(db: Database, sweeps: list[SweepRecord], out_dir: str | Path, 
     out = Path(out_dir)
     written: list[ExportedFile] = []
     for sweep in sweeps:
-        shape, table = shape_of(sweep), table_of(db, sweep)
+        shape, tables = shape_of(sweep), tables_of(db, sweep)
         for exporter in exporters:
-            notes = tuple(n for p in exporter.plan(shape, sweep.device_name, sweep.triton_version) for n in p.notes)
-            for path in exporter.write(out, shape, sweep.device_name, sweep.triton_version, table, force=force):
+            planned = exporter.plan(shape, sweep.device_name, sweep.triton_version, down=tables.down is not None)
+            notes = tuple(dict.fromkeys(n for p in planned for n in p.notes))
+            proxy = proxy_note(sweep, exporter.name)
+            if proxy:
+                notes = (proxy, *notes)
+            for path in exporter.write(out, shape, sweep.device_name, sweep.triton_version, tables, force=force):
                 written.append(ExportedFile(path, exporter.name, sweep.id, notes))
     return written
 

@@ -1,4 +1,5 @@
-"""SGLang exporter: `<out>/configs/triton_<x_y_z>/E=...json`, loadable with `SGLANG_MOE_CONFIG_DIR=<out>`.
+"""SGLang exporter: `<out>/configs/triton_<x_y_z>/E=...json` (and its `_down` twin when the down GEMM was tuned
+separately), loadable with `SGLANG_MOE_CONFIG_DIR=<out>`.
 
 It only lays out and writes files; names come from tuner.export.naming.
 """
@@ -19,7 +20,7 @@ class SglangExporter(PlannedFilesExporter):
 
     name = "sglang"
 
-    def plan(self, shape: MoeShape, device_name: str, triton_version: str) -> list[PlannedFile]:
+    def plan(self, shape: MoeShape, device_name: str, triton_version: str, down: bool = False) -> list[PlannedFile]:
         version_dir = triton_dir_name(triton_version)
         notes = []
         device = describe_device_token(device_name)
@@ -32,7 +33,12 @@ class SglangExporter(PlannedFilesExporter):
                 f"to the newest triton_* folder holding the file, i.e. {version_dir}/"
             )
         name = sglang_moe_file_name(shape, device_name)
-        return [PlannedFile(self.name, PurePosixPath(CONFIG_FOLDER, version_dir, name), notes=tuple(notes))]
+        files = [PlannedFile(self.name, PurePosixPath(CONFIG_FOLDER, version_dir, name), notes=tuple(notes))]
+        if down:  # the down GEMM's own configs, read by SGLang >= 0.5 beside the up file
+            down_name = sglang_moe_file_name(shape, device_name, down=True)
+            files.append(PlannedFile(self.name, PurePosixPath(CONFIG_FOLDER, version_dir, down_name), notes=tuple(notes),
+                                     role="down"))
+        return files
 
     def usage_hint(self, out_dir: Path) -> str:
         return f"SGLANG_MOE_CONFIG_DIR={Path(out_dir).resolve()}"

@@ -18,6 +18,7 @@ from tuner.kernels.base import CONFIG_KEYS, KernelConfig
 
 __all__ = [
     "ConfigTable",
+    "TunedTables",
     "ParsedConfigFile",
     "nearest_config",
     "parse_config_file",
@@ -28,6 +29,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# Per-M keys a KernelConfig carries besides CONFIG_KEYS when present (SGLang's `_down` files).
+OPTIONAL_CONFIG_KEYS: tuple[str, ...] = ("USE_TMA",)
 # Top-level keys the engines' files may carry besides batch sizes.
 KNOWN_TOP_LEVEL_EXTRAS: tuple[str, ...] = ("triton_version",)
 
@@ -73,6 +76,33 @@ class ConfigTable(Mapping[int, KernelConfig]):
         return tuple(batch_size for batch_size, _ in self.entries)
 
 
+@dataclass(frozen=True)
+class TunedTables:
+    """What one sweep exports: the up table, the down GEMM's own table (SGLang `_down` files; an entry at every
+    M of `up`, the up config itself where the down GEMM has none of its own), and the best single config per M
+    for engines that read one config for both GEMMs (vLLM; the up table when not tuned separately)."""
+
+    up: ConfigTable
+    down: ConfigTable | None = None
+    single: ConfigTable | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("down", "single"):
+            other = getattr(self, name)
+            if other is not None and set(other) != set(self.up):
+                raise ValueError(f"the {name} table must have the up table's batch sizes")
+
+    def for_role(self, role: str) -> ConfigTable:
+        """'up', 'down' or 'single': the table a planned file of that role is written from."""
+        if role == "down":
+            if self.down is None:
+                raise ExportError("no down-GEMM configs were tuned for this sweep")
+            return self.down
+        if role == "single":
+            return self.single or self.up
+        return self.up
+
+
 def nearest_config(table: Mapping[int, KernelConfig], m: int) -> KernelConfig:
     """The config the engines use for M tokens: the entry with the nearest key, ties going to the smaller key."""
     if not table:
@@ -85,7 +115,7 @@ def nearest_config(table: Mapping[int, KernelConfig], m: int) -> KernelConfig:
 
 def to_json_text(table: Mapping[int, KernelConfig], extra: Mapping[str, Any] | None = None) -> str:
     """The file text: `extra` top-level keys first (vLLM's "triton_version"), then M ascending as strings,
-    each with exactly the six CONFIG_KEYS; 4-space indent and a trailing newline, as the engines' tuners write."""
+    each with exactly the six CONFIG_KEYS (plus "USE_TMA": true where set); 4-space indent and a trailing newline, as the engines' tuners write."""
     if not table:
         raise ExportError("nothing to write: the config table is empty")
     data: dict[str, Any] = {}
@@ -147,7 +177,7 @@ def parse_config_text(text: str, source: str = "<text>") -> ParsedConfigFile:
         if bad:
             raise ExportError(f"{source}: entry {key!r} has non-integer {', '.join(bad)}")
         entries.append((batch_size, KernelConfig.from_json_dict(value)))
-        extras = {k: v for k, v in value.items() if k not in CONFIG_KEYS}
+        extras = {k: v for k, v in value.items() if k not in CONFIG_KEYS and k not in OPTIONAL_CONFIG_KEYS}
         if extras:
             entry_extras[batch_size] = extras
     if not entries:
@@ -170,7 +200,7 @@ def read_config_file(path: str | Path) -> ParsedConfigFile:
 
 
 def parse_config_file(path: str | Path) -> ConfigTable:
-    """The ConfigTable in an engine-style file; extra keys (USE_TMA, "triton_version") are logged and dropped."""
+    """The ConfigTable in an engine-style file (USE_TMA kept); other extra keys are logged and dropped."""
     parsed = read_config_file(path)
     for note in parsed.notes:
         log.info("%s: %s", path, note)

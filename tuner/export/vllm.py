@@ -25,7 +25,7 @@ class VllmExporter(PlannedFilesExporter):
 
     name = "vllm"
 
-    def plan(self, shape: MoeShape, device_name: str, triton_version: str) -> list[PlannedFile]:
+    def plan(self, shape: MoeShape, device_name: str, triton_version: str, down: bool = False) -> list[PlannedFile]:
         notes = []
         device = describe_device_token(device_name)
         if device.changed:
@@ -38,11 +38,14 @@ class VllmExporter(PlannedFilesExporter):
                 f"were tuned with E={shape.num_experts} and top-k {shape.top_k}+{shape.fused_shared_experts}; "
                 f"tune with --no-shared-experts-fusion for an exact vLLM shape"
             )
+        if down:
+            notes.append("vLLM reads one config for both GEMMs: its file holds the best single config per M, "
+                         "not SGLang's separate up/_down pair")
         name = vllm_moe_file_name(shape, device_name)
         extra = (
             {"triton_version": triton_version.strip()} if triton_version and triton_version.strip() else {}
         )
-        return [PlannedFile(self.name, PurePosixPath(VLLM_FOLDER, name), extra=extra, notes=tuple(notes))]
+        return [PlannedFile(self.name, PurePosixPath(VLLM_FOLDER, name), extra=extra, notes=tuple(notes), role="single")]
 
     def usage_hint(self, out_dir: Path) -> str:
         return f"VLLM_TUNED_CONFIG_FOLDER={(Path(out_dir) / VLLM_FOLDER).resolve()}"

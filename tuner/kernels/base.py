@@ -6,6 +6,7 @@ thing in our kernel, in SGLang's and in vLLM's. Nothing here touches a GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,11 @@ CONFIG_KEYS: tuple[str, ...] = (
 
 @dataclass(frozen=True, order=True)
 class KernelConfig:
-    """One Triton launch config, as keyed in SGLang's / vLLM's tuned-config JSON files."""
+    """One Triton launch config, as keyed in SGLang's / vLLM's tuned-config JSON files.
+
+    `use_tma` is the optional `USE_TMA` key of SGLang's files (SGLang >= 0.5.x, sm90): in a `_down` file it
+    makes the down GEMM read its operands through TMA descriptors; absent (False) in every other file.
+    """
 
     block_size_m: int
     block_size_n: int
@@ -30,10 +35,11 @@ class KernelConfig:
     group_size_m: int
     num_warps: int
     num_stages: int
+    use_tma: bool = False
 
-    def to_json_dict(self) -> dict[str, int]:
-        """The six engine keys, in the engines' order."""
-        return {
+    def to_json_dict(self) -> dict[str, int | bool]:
+        """The engine keys, in the engines' order; `USE_TMA` only when set (as SGLang's tuner writes it)."""
+        data: dict[str, int | bool] = {
             "BLOCK_SIZE_M": self.block_size_m,
             "BLOCK_SIZE_N": self.block_size_n,
             "BLOCK_SIZE_K": self.block_size_k,
@@ -41,30 +47,79 @@ class KernelConfig:
             "num_warps": self.num_warps,
             "num_stages": self.num_stages,
         }
+        if self.use_tma:
+            data["USE_TMA"] = True
+        return data
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> KernelConfig:
+        """Parse one M entry of an engine file; ValueError names a missing key."""
         missing = [k for k in CONFIG_KEYS if k not in data]
         if missing:
             raise ValueError(f"kernel config {data!r} lacks key(s) {', '.join(missing)}")
-        return cls(*(int(data[k]) for k in CONFIG_KEYS))
+        return cls(*(int(data[k]) for k in CONFIG_KEYS), use_tma=bool(data.get("USE_TMA", False)))
 
     @property
     def key(self) -> str:
-        """A compact, stable identifier, e.g. 'M64_N128_K128_G1_w4_s3' (used as a database key)."""
+        """A compact, stable identifier, e.g. 'M64_N128_K128_G1_w4_s3' ('..._tma' with USE_TMA)."""
         return (
             f"M{self.block_size_m}_N{self.block_size_n}_K{self.block_size_k}"
-            f"_G{self.group_size_m}_w{self.num_warps}_s{self.num_stages}"
+            f"_G{self.group_size_m}_w{self.num_warps}_s{self.num_stages}" + ("_tma" if self.use_tma else "")
         )
 
     @classmethod
     def from_key(cls, key: str) -> KernelConfig:
         parts = key.split("_")
+        tma = parts[-1] == "tma"
+        if tma:
+            parts = parts[:-1]
         try:
             m, n, k, g, w, s = parts
-            return cls(int(m[1:]), int(n[1:]), int(k[1:]), int(g[1:]), int(w[1:]), int(s[1:]))
+            return cls(int(m[1:]), int(n[1:]), int(k[1:]), int(g[1:]), int(w[1:]), int(s[1:]), tma)
         except ValueError as exc:
             raise ValueError(f"not a kernel config key: {key!r}") from exc
+
+    def with_block_m(self, block_size_m: int) -> KernelConfig:
+        return dataclasses.replace(self, block_size_m=block_size_m)
+
+
+DOWN_SEPARATOR = "/down:"
+
+
+@dataclass(frozen=True)
+class MoeConfigs:
+    """What the fused MoE runs at one batch size: the up (gate+up) GEMM's config and, where the engine reads a
+    separate one (SGLang's `_down` files), the down GEMM's.
+
+    `down=None` means no `_down` entry: the engine runs the up config for both GEMMs, as every engine did
+    before `_down` files existed. SGLang makes both GEMMs share one token alignment, so a down config always
+    has the up config's BLOCK_SIZE_M (SGLang 0.5.23 `try_get_optimal_moe_config` overrides it otherwise).
+    """
+
+    up: KernelConfig
+    down: KernelConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.down is not None and self.down.block_size_m != self.up.block_size_m:
+            raise ValueError(
+                f"down config {self.down.key} must share BLOCK_SIZE_M with up config {self.up.key} "
+                "(both GEMMs use one token alignment)"
+            )
+
+    @property
+    def key(self) -> str:
+        """'<up key>' or '<up key>/down:<down key>' (a database key)."""
+        return self.up.key if self.down is None else f"{self.up.key}{DOWN_SEPARATOR}{self.down.key}"
+
+    @classmethod
+    def from_key(cls, key: str) -> MoeConfigs:
+        up, sep, down = key.partition(DOWN_SEPARATOR)
+        return cls(KernelConfig.from_key(up), KernelConfig.from_key(down) if sep else None)
+
+    @property
+    def effective_down(self) -> KernelConfig:
+        """The config the down GEMM really runs with."""
+        return self.down if self.down is not None else self.up
 
 
 class Quant(str, enum.Enum):

@@ -229,9 +229,19 @@ def _grouped_gemm(
 
 def fused_moe(
     x: torch.Tensor, weights: MoeWeights, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
-    shape: MoeShape, config: KernelConfig,
+    shape: MoeShape, config: KernelConfig, down_config: KernelConfig | None = None,
 ) -> torch.Tensor:
-    """out[t] = sum_j topk_weights[t, j] * down_e(silu(gate_e(x[t])) * up_e(x[t])), e = topk_ids[t, j]."""
+    """out[t] = sum_j topk_weights[t, j] * down_e(silu(gate_e(x[t])) * up_e(x[t])), e = topk_ids[t, j].
+
+    x: [M, K]; topk_weights, topk_ids: [M, top_k]; returns [M, K] in x's dtype. `config` runs the up GEMM and,
+    unless `down_config` is given, the down GEMM too; a down config must share BLOCK_SIZE_M (one alignment).
+    USE_TMA is SGLang's own path: our kernel ignores it (ValueError if asked for).
+    """
+    down = down_config or config
+    if down.block_size_m != config.block_size_m:
+        raise ValueError(f"down config {down.key} must share BLOCK_SIZE_M with {config.key}")
+    if config.use_tma or down.use_tma:
+        raise ValueError("USE_TMA is an SGLang kernel option; tuner's own kernel has no TMA path")
     num_tokens, hidden = x.shape
     top_k = topk_ids.shape[1]
     n = shape.intermediate_size
@@ -256,7 +266,7 @@ def fused_moe(
             GROUP=group, QUANTIZE=fp8, FP8_MAX_C=FP8_MAX, EMULATE_ROUNDING=_interpreting(),
         )
     y = torch.empty((rows, hidden), dtype=x.dtype, device=x.device)
-    _grouped_gemm(act, act_scale, weights.w2, weights.w2_scale, y, routing, topk_weights, shape, config,
+    _grouped_gemm(act, act_scale, weights.w2, weights.w2_scale, y, routing, topk_weights, shape, down,
                   a_rows_per_token=1, mul_routed_weight=True)
     return y.view(num_tokens, top_k, hidden).sum(dim=1)
 
@@ -283,6 +293,25 @@ def make_weights(shape: MoeShape, dtype: torch.dtype, device: str | torch.device
         q1, s1 = _quantize_weight_blocks(rand((e, 2 * n, k), k), shape.block_shape)
         q2, s2 = _quantize_weight_blocks(rand((e, k, n), n), shape.block_shape)
     return MoeWeights(q1, q2, s1, s2)
+
+
+def placeholder_weights(shape: MoeShape, dtype: torch.dtype, device: str | torch.device) -> MoeWeights:
+    """Weights of the right dtypes, shapes and strides with unset values (w1 [E, 2N, K], w2 [E, K, N], scales as
+    `make_weights` makes them): for compiling a kernel, never for results. No float32 temporaries."""
+    e, n, k = shape.num_experts, shape.intermediate_size, shape.hidden_size
+    if not shape.quant.is_fp8:
+        return MoeWeights(torch.empty((e, 2 * n, k), dtype=dtype, device=device),
+                          torch.empty((e, k, n), dtype=dtype, device=device))
+    w1 = torch.empty((e, 2 * n, k), dtype=FP8_DTYPE, device=device)
+    w2 = torch.empty((e, k, n), dtype=FP8_DTYPE, device=device)
+    if shape.quant is Quant.FP8_PER_CHANNEL:
+        s1, s2 = torch.ones((e, 2 * n), device=device), torch.ones((e, k), device=device)
+    else:
+        assert shape.block_shape is not None
+        bn, bk = shape.block_shape
+        s1 = torch.ones((e, triton.cdiv(2 * n, bn), triton.cdiv(k, bk)), device=device)
+        s2 = torch.ones((e, triton.cdiv(k, bn), triton.cdiv(n, bk)), device=device)
+    return MoeWeights(w1, w2, s1, s2)
 
 
 def _quantize_weight_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """One fused-MoE problem on the device: rotating inputs, the float32 reference, check and timing of a config.
 
-This is the fused-MoE implementation of the kernel protocol the sweep drives (`TunableProblem`); it owns
+This is the fused-MoE implementation of the problem protocol the sweep drives (`moe_batch.TunableProblem`); it owns
 input generation and correctness, while timing itself is the shared harness in `timing.py`.
 """
 
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
-
 import torch
 
 from tuner.errors import TunerError
 from tuner.kernels.backends import MoeKernelBackend
-from tuner.kernels.base import KernelConfig, MoeShape, Quant
+from tuner.kernels.base import MoeConfigs, MoeShape, Quant
 from tuner.kernels.fused_moe import MoeWeights, make_weights, random_routing, reference_fused_moe
 from tuner.kernels.timing import L2Flusher, TimingResult, time_calls
 
@@ -24,13 +22,6 @@ MAX_REL_ERROR = {Quant.BF16: 2e-2, Quant.FP8_PER_CHANNEL: 3e-2, Quant.FP8_BLOCK:
 CALLS_PER_GRAPH = 10
 WEIGHT_COPIES_MAX = 4
 WEIGHT_BYTES_BUDGET = 12 * 2**30
-
-
-class TunableProblem(Protocol):
-    """What the sweep needs from a kernel at one batch size."""
-
-    def check(self, config: KernelConfig) -> float: ...
-    def time(self, config: KernelConfig, replays: int) -> TimingResult: ...
 
 
 @dataclass(frozen=True)
@@ -114,14 +105,14 @@ class MoeProblem:
             ti = torch.cat([recorded[:, : self.shape.top_k], ti[:, self.shape.top_k:]], dim=1)
         return x, tw, ti
 
-    def _call(self, config: KernelConfig, i: int) -> torch.Tensor:
+    def _call(self, configs: MoeConfigs, i: int) -> torch.Tensor:
         x, tw, ti = self.inputs[i]
-        return self.backend.run(x, self.weights[i % len(self.weights)], tw, ti, self.shape, config)
+        return self.backend.run(x, self.weights[i % len(self.weights)], tw, ti, self.shape, configs)
 
-    def check(self, config: KernelConfig) -> float:
-        """Relative L2 error of the config's output against the float32 reference (NaN counts as infinite)."""
+    def check(self, configs: MoeConfigs) -> float:
+        """Relative L2 error of the configs' output against the float32 reference (NaN counts as infinite)."""
         x, tw, ti = self.check_input
-        out = self.backend.run(x, self.weights[0], tw, ti, self.shape, config)
+        out = self.backend.run(x, self.weights[0], tw, ti, self.shape, configs)
         torch.cuda.synchronize()
         err = float((out.float() - self.reference).norm()) / max(self._ref_norm, 1e-30)
         return err if math.isfinite(err) else float("inf")
@@ -129,7 +120,8 @@ class MoeProblem:
     def is_correct(self, rel_error: float) -> bool:
         return rel_error <= MAX_REL_ERROR[self.shape.quant]
 
-    def time(self, config: KernelConfig, replays: int) -> TimingResult:
-        return time_calls(lambda i: self._call(config, i), CALLS_PER_GRAPH, replays, flusher=self.flusher)
+    def time(self, configs: MoeConfigs, replays: int) -> TimingResult:
+        """Median per-call latency of `configs` over `replays` replays of a CUDA graph of CALLS_PER_GRAPH calls."""
+        return time_calls(lambda i: self._call(configs, i), CALLS_PER_GRAPH, replays, flusher=self.flusher)
 
 

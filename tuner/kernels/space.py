@@ -6,6 +6,7 @@ given batch size (a BLOCK_SIZE_M larger than any expert's rows, GROUP_SIZE_M val
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -99,10 +100,12 @@ def expected_blocks(shape: MoeShape, batch_size: int, block_size_m: int) -> int:
     return math.ceil(pairs / block_size_m) + touched
 
 
-def prune_for_batch(configs: list[KernelConfig], shape: MoeShape, batch_size: int) -> list[KernelConfig]:
-    """Drop configs that cannot help at this batch size; keep one representative of equivalent ones."""
+def prune_for_batch(configs: list[KernelConfig], shape: MoeShape, batch_size: int,
+                    keep_block_m: int | None = None) -> list[KernelConfig]:
+    """Drop configs that cannot help at this batch size; keep one representative of equivalent ones.
+    `keep_block_m`: a BLOCK_SIZE_M fixed elsewhere (the up GEMM's), never pruned."""
     rows = expected_max_rows_per_expert(shape, batch_size)
-    max_block_m = max(16, 1 << math.ceil(math.log2(max(rows, 1))))
+    max_block_m = max(16, 1 << math.ceil(math.log2(max(rows, 1))), keep_block_m or 0)
     kept = []
     for c in configs:
         if c.block_size_m > max_block_m:
@@ -118,4 +121,21 @@ def prune_for_batch(configs: list[KernelConfig], shape: MoeShape, batch_size: in
 
 
 def candidate_space(shape: MoeShape, batch_size: int, limits: DeviceLimits = DeviceLimits()) -> list[KernelConfig]:
+    """The up GEMM's candidates at one batch size: the engine's space, minus what cannot fit or cannot help."""
     return prune_for_batch([c for c in full_space(shape) if fits_device(c, shape, limits)], shape, batch_size)
+
+
+def down_space(shape: MoeShape, block_size_m: int, tma: bool, limits: DeviceLimits = DeviceLimits()) -> list[KernelConfig]:
+    """Every down-GEMM config of the engine's space at the up config's BLOCK_SIZE_M (SGLang makes both GEMMs
+    share it), each with and without USE_TMA where the engine has that path (`tma`)."""
+    configs = [c.with_block_m(block_size_m) for c in full_space(shape) if c.block_size_m == BLOCK_M[0]]
+    configs = [c for c in configs if fits_device(c, shape, limits)]
+    if tma:
+        configs += [dataclasses.replace(c, use_tma=True) for c in configs]
+    return configs
+
+
+def down_candidate_space(shape: MoeShape, batch_size: int, block_size_m: int, tma: bool,
+                         limits: DeviceLimits = DeviceLimits()) -> list[KernelConfig]:
+    """`down_space`, pruned for the batch size like the up GEMM's (GROUP_SIZE_M values that act alike)."""
+    return prune_for_batch(down_space(shape, block_size_m, tma, limits), shape, batch_size, keep_block_m=block_size_m)

@@ -15,7 +15,7 @@ import torch
 from tuner.errors import NoGpuError
 
 # Bump when the method changes: measurements taken with another method are not comparable and are not reused.
-BENCH_METHOD = "graph10-rot-l2flush-median-v1"
+BENCH_METHOD = "graph10-rot-l2flush-median-v2"  # v2: finals in interleaved rounds
 
 
 @dataclass(frozen=True)

@@ -16,27 +16,20 @@ from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Self
 
-from tuner.kernels.base import STANDARD_BATCH_SIZES, KernelConfig, MoeShape
-from tuner.kernels.space import candidate_space, default_config, fits_device, full_space
-from tuner.search.strategies import AdaptiveSearch, ExhaustiveSearch, SearchStrategy
+from tuner.kernels.base import STANDARD_BATCH_SIZES, MoeShape
+from tuner.search.moe_batch import BatchPlan, BatchResult, BatchSweeper, neighbour_seeds, sweep_batch_size
 from tuner.store.db import Database, open_database
 from tuner.store.kernels import (
-    Measurement,
+    BestConfig,
     MeasurementContext,
     get_or_create_sweep,
     load_best_configs,
-    load_measurements,
     mark_interrupted_sweeps,
-    record_measurement,
     save_best_configs,
     set_sweep_status,
 )
 
 log = logging.getLogger(__name__)
-
-QUICK_REPLAYS = 6
-FINAL_REPLAYS = 30
-FINALISTS = 4
 
 
 @dataclass(frozen=True)
@@ -48,23 +41,11 @@ class SweepSpec:
     shape: MoeShape
     batch_sizes: tuple[int, ...] = STANDARD_BATCH_SIZES
     strategy: str = "adaptive"  # or "exhaustive"
-    budget: int = 48  # configs measured per batch size by the adaptive search
-    kernel_source: str | None = None  # None: the engine's kernel if importable, else ours
+    budget: int = 32  # up-GEMM configs measured per batch size by the adaptive search
+    down_budget: int = 16  # down-GEMM configs (and up configs given the best down), where the engine reads `_down` files
+    kernel_source: str | None = None  # None: the engine's kernel if importable, else ours as a proxy
     seed: int = 0
     routing_path: str | None = None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    batch_size: int
-    best: KernelConfig | None
-    best_latency_us: float | None
-    default_latency_us: float | None
-    measured: int  # new measurements this run
-    reused: int  # measurements read back from the database
-    rejected_wrong: int
-    failed: int
-    gpu_seconds: float
 
 
 @dataclass
@@ -73,119 +54,32 @@ class SweepReport:
     device_name: str
     triton_version: str
     kernel_source: str
+    kernel_version: str = ""
+    proxy_for: str | None = None
     results: list[BatchResult] = field(default_factory=list)
 
 
-class _BatchSweeper:
-    """Measures configs at one batch size: compile (in the pool), check, time, record."""
-
-    def __init__(self, db, ctx, shape, problem, pool, batch_size):  # type: ignore[no-untyped-def]
-        self.db, self.ctx, self.shape, self.problem, self.pool = db, ctx, shape, problem, pool
-        self.batch_size = batch_size
-        self.known: dict[KernelConfig, Measurement] = {
-            KernelConfig.from_key(m.config_key): m for m in load_measurements(db, ctx, shape.key, batch_size)
-        }
-        self.measured = self.wrong = self.failed = 0
-        self.gpu_seconds = 0.0
-
-    def measure(self, config: KernelConfig, replays: int) -> Measurement:
-        import torch
-
-        prior = self.known.get(config)
-        if prior is not None and (prior.status != "ok" or prior.replays >= replays):
-            return prior
-        t0 = time.perf_counter()
-        status, detail = ("ok", "") if self.pool is None else self.pool.wait(config)
-        err = latency = spread = None
-        timed = 0
-        if status == "ok":
-            try:
-                err = self.problem.check(config)
-                if not self.problem.is_correct(err):
-                    status, detail = "wrong", f"relative error {err:.3g} against the float32 reference"
-                else:
-                    timing = self.problem.time(config, replays)
-                    latency, spread, timed = timing.median_us, timing.spread_us, timing.replays
-                    detail = None
-            except torch.cuda.OutOfMemoryError as exc:
-                status, detail = "oom", str(exc)[:300]
-            except Exception as exc:  # noqa: BLE001 - a config that fails to launch is recorded, not fatal
-                status, detail = "launch_error", f"{type(exc).__name__}: {str(exc)[:300]}"
-        elapsed = time.perf_counter() - t0
-        m = Measurement(self.batch_size, config.key, status, latency, spread, err, detail or None, elapsed, timed)
-        record_measurement(self.db, self.ctx, self.shape.key, m)  # written as it arrives
-        self.known[config] = m
-        self.measured += 1
-        self.gpu_seconds += elapsed
-        self.wrong += status == "wrong"
-        self.failed += status not in ("ok", "wrong")
-        return m
-
-
-def neighbour_seeds(db: Database, ctx: MeasurementContext, shape: MoeShape, batch_size: int,
-                    per_neighbour: int = 3) -> list[KernelConfig]:
-    """The fastest configs measured at the closest smaller and larger batch sizes already in the database."""
-    rows = [m for m in load_measurements(db, ctx, shape.key) if m.status == "ok" and m.batch_size != batch_size]
-    sizes = sorted({m.batch_size for m in rows})
-    lower = [s for s in sizes if s < batch_size][-1:]
-    upper = [s for s in sizes if s > batch_size][:1]
-    seeds: list[KernelConfig] = []
-    for s in lower + upper:
-        best = sorted((m for m in rows if m.batch_size == s), key=lambda m: m.latency_us or 0.0)
-        seeds.extend(KernelConfig.from_key(m.config_key) for m in best[:per_neighbour])
-    return seeds
-
-
-def make_strategy(spec: SweepSpec, batch_size: int, seeds: list[KernelConfig]) -> SearchStrategy:
-    if spec.strategy == "exhaustive":
-        return ExhaustiveSearch([c for c in full_space(spec.shape) if fits_device(c, spec.shape)])
-    candidates = candidate_space(spec.shape, batch_size)
-    return AdaptiveSearch(candidates, seeds, spec.budget, seed=spec.seed + batch_size)
-
-
-def sweep_batch_size(sweeper: _BatchSweeper, spec: SweepSpec, strategy: SearchStrategy, batch_size: int,
-                     pool_width: int, on_progress: Callable[[int], None] | None = None) -> BatchResult:
-    reused = 0
-    for config, m in list(sweeper.known.items()):
-        strategy.preload(config, m.latency_us if m.status == "ok" else None)
-        reused += 1
-    if sweeper.pool is not None:
-        # Start compiling everything already known to be needed, so the workers run ahead of the timing instead
-        # of idling while each batch is timed (the exhaustive search knows its whole list up front).
-        sweeper.pool.submit(strategy.upcoming())
-    while not strategy.finished():
-        batch = strategy.ask(pool_width)
-        if not batch:
-            break
-        if sweeper.pool is not None:
-            sweeper.pool.submit(batch)
-        for config in batch:
-            m = sweeper.measure(config, QUICK_REPLAYS)
-            strategy.tell(config, m.latency_us if m.status == "ok" else None)
-            if on_progress:
-                on_progress(1)
-    # Finalists: re-time the fastest few with many replays, so the winner is not a lucky quick sample.
-    ok = sorted((m for m in sweeper.known.values() if m.status == "ok"), key=lambda m: m.latency_us or 0.0)
-    finals = [sweeper.measure(KernelConfig.from_key(m.config_key), FINAL_REPLAYS) for m in ok[:FINALISTS]]
-    dflt = sweeper.measure(default_config(spec.shape, batch_size), FINAL_REPLAYS)
-    finals = [m for m in finals + [dflt] if m.status == "ok"]
-    best = min(finals, key=lambda m: m.latency_us or 0.0) if finals else None
-    return BatchResult(
-        batch_size=batch_size,
-        best=KernelConfig.from_key(best.config_key) if best else None,
-        best_latency_us=best.latency_us if best else None,
-        default_latency_us=dflt.latency_us if dflt.status == "ok" else None,
-        measured=sweeper.measured, reused=reused, rejected_wrong=sweeper.wrong, failed=sweeper.failed,
-        gpu_seconds=sweeper.gpu_seconds,
-    )
+def describe_kernel_source(backend: object) -> str:
+    """One line saying whose kernel is timed; for a proxy, plainly that the ranking may not carry over."""
+    proxy = getattr(backend, "proxy_for", None)
+    version = getattr(backend, "version", "?")
+    if proxy:
+        return (f"{proxy} is not importable here: timing tuner's own kernel ({version}) as a PROXY for {proxy}'s. "
+                f"Its ranking of configs may not carry over to {proxy}'s kernel; install {proxy} for a sweep "
+                "in the kernel that will read the files")
+    down = "separate up and _down configs" if getattr(backend, "supports_down_config", False) else "one config for both GEMMs"
+    tma = ", USE_TMA" if getattr(backend, "supports_tma", False) else ""
+    return f"timing in {version}'s own fused-MoE kernel ({down}{tma})"
 
 
 def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile_workers: int | None = None,
-              batch_sizes: tuple[int, ...] | None = None, progress: bool = True) -> SweepReport:
+              batch_sizes: tuple[int, ...] | None = None, progress: bool = True,
+              print_fn: Callable[[str], None] | None = None) -> SweepReport:
     """Sweep `batch_sizes` (default: all of the spec's) on one GPU. Safe to run again: it resumes."""
     import torch
     import triton
 
+    from tuner.export.shipped import shipped_seeds, shipped_tables
     from tuner.kernels.backends import get_backend
     from tuner.kernels.moe_problem import MoeProblem, load_routing_trace, make_weight_copies
     from tuner.kernels.timing import BENCH_METHOD, require_cuda
@@ -196,6 +90,9 @@ def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile
     device = torch.device("cuda", device_index)
     routing = load_routing_trace(spec.routing_path, spec.shape) if spec.routing_path else None
     backend = get_backend(spec.kernel_source)
+    if print_fn is not None:
+        print_fn(describe_kernel_source(backend))
+    proxy_for = getattr(backend, "proxy_for", None)
     db = open_database(database_url)
     device_name = torch.cuda.get_device_name(device)
     ctx = MeasurementContext("fused_moe", backend.name, device_name, triton.__version__, BENCH_METHOD)
@@ -206,23 +103,33 @@ def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile
         shape={**asdict(spec.shape), "quant": spec.shape.quant.value}, shape_key=spec.shape.key,
         batch_sizes=list(spec.batch_sizes), strategy=spec.strategy,
         engine_version=backend.version if backend.name != "tuner" else None,
+        notes={"kernel_version": backend.version, "proxy_for": proxy_for,
+               "down_configs": backend.supports_down_config, "use_tma": backend.supports_tma},
     )
-    report = SweepReport(sweep_id, device_name, triton.__version__, backend.name)
+    report = SweepReport(sweep_id, device_name, triton.__version__, backend.name, backend.version, proxy_for)
+    tables = shipped_tables(spec.shape, backend.config_roots())
     pool = CompilePool(spec.shape, backend.name, device_index, compile_workers)
     sizes = batch_sizes or spec.batch_sizes
     weights = make_weight_copies(spec.shape, device, seed=spec.seed)  # once: identical for every batch size
     try:
         with _Progress(progress, len(sizes), spec) as bar:
             for batch_size in sizes:
-                seeds = [default_config(spec.shape, batch_size)] + neighbour_seeds(db, ctx, spec.shape, batch_size)
-                strategy = make_strategy(spec, batch_size, seeds)
+                pool.batch_size = batch_size
+                shipped_up, shipped_down = shipped_seeds(tables, batch_size)
+                near_up, near_down = neighbour_seeds(db, ctx, spec.shape, batch_size)
+                plan = BatchPlan(
+                    shape=spec.shape, batch_size=batch_size, engine=backend.engine_choice(spec.shape, batch_size),
+                    down_configs=backend.supports_down_config, tma=backend.supports_tma,
+                    up_seeds=tuple(shipped_up + near_up), down_seeds=tuple(shipped_down + near_down),
+                    strategy=spec.strategy, up_budget=spec.budget, down_budget=spec.down_budget, seed=spec.seed,
+                )
                 problem = MoeProblem(spec.shape, batch_size, backend, device, seed=spec.seed, routing=routing,
                                      weights=weights)
-                sweeper = _BatchSweeper(db, ctx, spec.shape, problem, pool, batch_size)
-                bar.start_batch(batch_size, getattr(strategy, "budget", None) or len(getattr(strategy, "candidates", [])))
-                result = sweep_batch_size(sweeper, spec, strategy, batch_size, pool.workers, bar.advance)
+                sweeper = BatchSweeper(db, ctx, spec.shape, problem, pool, batch_size)
+                bar.start_batch(batch_size, spec.budget + (spec.down_budget if plan.down_configs else 0))
+                result = sweep_batch_size(sweeper, plan, bar.advance)
                 report.results.append(result)
-                _save_best(db, sweep_id, [result])
+                save_best_configs(db, sweep_id, [best_config_row(result)] if result.best else [])
                 set_sweep_status(db, sweep_id, "running", gpu_seconds_delta=result.gpu_seconds)
                 bar.finish_batch(result)
                 del problem
@@ -243,12 +150,19 @@ def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile
     return report
 
 
-def _save_best(db: Database, sweep_id: int, results: list[BatchResult]) -> None:
-    rows = [
-        (r.batch_size, r.best.to_json_dict(), r.best.key, float(r.best_latency_us or 0.0), r.default_latency_us)
-        for r in results if r.best is not None
-    ]
-    save_best_configs(db, sweep_id, rows)
+def best_config_row(r: BatchResult) -> BestConfig:
+    """A batch result as the row the exporters read."""
+    assert r.best is not None
+    engine = r.engine.configs
+    return BestConfig(
+        batch_size=r.batch_size, config=r.best.up.to_json_dict(), config_key=r.best.key,
+        latency_us=float(r.best_latency_us or 0.0), default_latency_us=r.default_latency_us,
+        down_config=r.best.down.to_json_dict() if r.best.down is not None else None,
+        engine_config={"up": engine.up.to_json_dict(), "down": engine.down.to_json_dict() if engine.down else None},
+        engine_source=r.engine.source, engine_latency_us=r.engine_latency_us,
+        single_config=r.single.to_json_dict() if r.single is not None else None,
+        single_latency_us=r.single_latency_us, kept_engine_choice=r.kept_engine_choice, noise_us=r.noise_us,
+    )
 
 
 class _Progress:
@@ -293,16 +207,20 @@ class _Progress:
     def finish_batch(self, r: BatchResult) -> None:
         if self._rich:
             self._rich.advance(self._overall, 1)
-            speedup = (r.default_latency_us / r.best_latency_us) if r.best_latency_us and r.default_latency_us else None
-            self._rich.console.print(
-                f"M={r.batch_size:5d} best {r.best.key if r.best else '-':<28} "
-                f"{r.best_latency_us or float('nan'):9.1f} us  default {r.default_latency_us or float('nan'):9.1f} us"
-                f"  x{speedup or float('nan'):.3f}  measured {r.measured} reused {r.reused} wrong {r.rejected_wrong}"
-            )
+            self._rich.console.print(batch_line(r))
         else:
-            log.info("M=%d best %s %.1f us (default %.1f us)", r.batch_size, r.best and r.best.key,
-                     r.best_latency_us or float("nan"), r.default_latency_us or float("nan"))
+            log.info("%s", batch_line(r))
 
+
+
+def batch_line(r: BatchResult) -> str:
+    """One line per batch size: what is exported, and its gain over the engine's current choice and the default."""
+    nan = float("nan")
+    chosen = "engine's own (kept)" if r.kept_engine_choice else (r.best.key if r.best else "-")
+    return (f"M={r.batch_size:5d} {chosen:<46} {r.best_latency_us or nan:9.1f} us | "
+            f"engine [{r.engine.source}] {r.engine_latency_us or nan:9.1f} us x{r.gain_over_engine or nan:.3f} | "
+            f"default {r.default_latency_us or nan:9.1f} us x{r.gain_over_default or nan:.3f} | "
+            f"measured {r.measured} reused {r.reused} wrong {r.rejected_wrong}")
 
 
 def _gpu_worker(spec: SweepSpec, database_url: str, device_index: int, sizes: tuple[int, ...],
@@ -343,4 +261,4 @@ def run_sweep_multi_gpu(spec: SweepSpec, database_url: str, gpus: list[int]) -> 
         raise TunerError(f"the sweep worker(s) on GPU {failed} failed; re-run the same command to resume")
 
 
-__all__ = ["BatchResult", "SweepReport", "SweepSpec", "run_sweep", "run_sweep_multi_gpu"]
+__all__ = ["BatchResult", "SweepReport", "SweepSpec", "best_config_row", "run_sweep", "run_sweep_multi_gpu"]

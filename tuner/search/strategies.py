@@ -15,7 +15,7 @@ import optuna
 
 from tuner.kernels.base import KernelConfig
 
-PARAMS = ("block_size_m", "block_size_n", "block_size_k", "group_size_m", "num_warps", "num_stages")
+PARAMS = ("block_size_m", "block_size_n", "block_size_k", "group_size_m", "num_warps", "num_stages", "use_tma")
 
 
 class SearchStrategy(Protocol):
@@ -31,7 +31,7 @@ class SearchStrategy(Protocol):
 
 
 def _distance(a: KernelConfig, b: KernelConfig) -> float:
-    return sum(abs(math.log2(getattr(a, p)) - math.log2(getattr(b, p))) for p in PARAMS)
+    return sum(abs(math.log2(int(getattr(a, p)) + 1) - math.log2(int(getattr(b, p)) + 1)) for p in PARAMS)
 
 
 @dataclass
@@ -67,14 +67,17 @@ class AdaptiveSearch:
     name = "adaptive"
 
     def __init__(self, candidates: list[KernelConfig], seeds: list[KernelConfig], budget: int, seed: int = 0):
-        self.candidates = candidates
-        self._valid = set(candidates)
-        self.budget = min(budget, len(candidates))
-        self._seeds = [s for s in dict.fromkeys(seeds) if s in self._valid]
+        """Seeds outside `candidates` (a shipped config the pruning would drop) are measured too: they join the
+        space. The budget counts seeds."""
+        seeds = list(dict.fromkeys(seeds))
+        self.candidates = candidates + [s for s in seeds if s not in set(candidates)]
+        self._valid = set(self.candidates)
+        self.budget = min(budget, len(self.candidates))
+        self._seeds = seeds
         self._results: dict[KernelConfig, float | None] = {}
         self._pending: dict[KernelConfig, optuna.trial.Trial | None] = {}
         self._dists: dict[str, optuna.distributions.BaseDistribution] = {
-            p: optuna.distributions.CategoricalDistribution(sorted({getattr(c, p) for c in candidates}))
+            p: optuna.distributions.CategoricalDistribution(sorted({getattr(c, p) for c in self.candidates}))
             for p in PARAMS
         }
         optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -224,12 +224,38 @@ def set_sweep_status(db: Database, sweep_id: int, status: str, gpu_seconds_delta
     db.transaction(work)
 
 
-def save_best_configs(
-    db: Database, sweep_id: int, rows: Iterable[tuple[int, dict[str, Any], str, float, float | None]]
-) -> None:
-    """Store the best config per batch size: (batch_size, config_json, config_key, latency_us,
-    default_latency_us). A row replaces the sweep's earlier row of the same batch size; others stay."""
-    new_rows = {int(r[0]): r for r in rows}
+@dataclass(frozen=True)
+class BestConfig:
+    """The config a sweep exports at one batch size, beside what the engine ran there before.
+
+    Latencies are per call in microseconds, all from the same run. `config` is the up GEMM's engine JSON entry;
+    `down_config` the down GEMM's (SGLang `_down` file) or None when the up config serves both GEMMs.
+    `engine_config` is {"up": entry, "down": entry or None}. `kept_engine_choice` is True when no candidate
+    beat the engine's choice by more than `noise_us`, so that choice itself is exported.
+    """
+
+    batch_size: int
+    config: dict[str, Any]
+    config_key: str
+    latency_us: float
+    default_latency_us: float | None = None
+    down_config: dict[str, Any] | None = None
+    engine_config: dict[str, Any] | None = None
+    engine_source: str | None = None
+    engine_latency_us: float | None = None
+    single_config: dict[str, Any] | None = None
+    single_latency_us: float | None = None
+    kept_engine_choice: bool | None = None
+    noise_us: float | None = None
+
+
+_BEST_FIELDS = tuple(f.name for f in dataclasses.fields(BestConfig) if f.name != "batch_size")
+
+
+def save_best_configs(db: Database, sweep_id: int, rows: Iterable[BestConfig]) -> None:
+    """Store the best config per batch size. A row replaces the sweep's earlier row of the same batch size;
+    others stay. LookupError when the sweep does not exist."""
+    new_rows = {int(r.batch_size): r for r in rows}
 
     def work(session: Session) -> None:
         if session.get(KernelSweep, sweep_id) is None:
@@ -242,29 +268,34 @@ def save_best_configs(
                 )
             )
         }
-        for batch_size, (_, config, config_key, latency_us, default_latency_us) in sorted(new_rows.items()):
+        for batch_size, best in sorted(new_rows.items()):
             row = existing.get(batch_size)
             if row is None:
                 row = KernelBestConfig(sweep_id=sweep_id, batch_size=batch_size)
                 session.add(row)
-            row.config = dict(config)
-            row.config_key = config_key
-            row.latency_us = float(latency_us)
-            row.default_latency_us = None if default_latency_us is None else float(default_latency_us)
+            for name in _BEST_FIELDS:
+                value = getattr(best, name)
+                setattr(row, name, dict(value) if isinstance(value, Mapping) else value)
 
     db.transaction(work, retry_conflicts=True)
 
 
-def load_best_configs(db: Database, sweep_id: int) -> dict[int, tuple[dict[str, Any], float, float | None]]:
-    """batch_size -> (config_json, latency_us, default_latency_us), by batch size."""
+def load_best_configs(db: Database, sweep_id: int) -> dict[int, BestConfig]:
+    """batch_size -> BestConfig, by batch size."""
 
-    def work(session: Session) -> dict[int, tuple[dict[str, Any], float, float | None]]:
+    def work(session: Session) -> dict[int, BestConfig]:
         rows = session.scalars(
             sa.select(KernelBestConfig)
             .where(KernelBestConfig.sweep_id == sweep_id)
             .order_by(KernelBestConfig.batch_size)
         )
-        return {row.batch_size: (dict(row.config), row.latency_us, row.default_latency_us) for row in rows}
+        return {
+            row.batch_size: BestConfig(
+                batch_size=row.batch_size,
+                **{name: (dict(v) if isinstance(v := getattr(row, name), Mapping) else v) for name in _BEST_FIELDS},
+            )
+            for row in rows
+        }
 
     return db.transaction(work, read_only=True)
 

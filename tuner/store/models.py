@@ -165,6 +165,18 @@ class KernelBestConfig(Base):
     config_key: Mapped[str] = mapped_column(String)
     latency_us: Mapped[float] = mapped_column(Float)
     default_latency_us: Mapped[float | None] = mapped_column(Float)
+    # the down GEMM's own config (SGLang `_down` files); NULL: the up config serves both GEMMs
+    down_config: Mapped[dict[str, Any] | None] = mapped_column(JsonOrNull)
+    # what the engine ran at this M before tuning (its shipped file through its own lookup, else its default)
+    engine_config: Mapped[dict[str, Any] | None] = mapped_column(JsonOrNull)
+    engine_source: Mapped[str | None] = mapped_column(String)
+    engine_latency_us: Mapped[float | None] = mapped_column(Float)
+    # the best single config for both GEMMs (what engines without `_down` files get)
+    single_config: Mapped[dict[str, Any] | None] = mapped_column(JsonOrNull)
+    single_latency_us: Mapped[float | None] = mapped_column(Float)
+    # True: nothing beat the engine's own choice beyond the noise, so that choice is what gets exported
+    kept_engine_choice: Mapped[bool | None] = mapped_column(Boolean)
+    noise_us: Mapped[float | None] = mapped_column(Float)
 
 
 class BenchRun(Base):
