@@ -161,8 +161,11 @@ def cmd_report(a: argparse.Namespace) -> None:
         lines += [
             f"## {r['model']} TP{r['tp']} ({r['shape']})", "",
             f"Device: {r['device']}; {r['engine']} kernel; Triton {r['triton']}; torch {r['torch']}; date {r['date']}.",
-            f"Sweep: `{sweep['command']}` — wall time {sweep['wall_s']:.0f} s ({'finished' if sweep['finished'] else 'NOT finished'}).",
-            f"Comparison: `{r['command']}`.", "",
+            f"Sweep: `python benchmarks/engine_kernel_benchmark.py sweep --model {r['model']} --tp {r['tp']} --workdir W` "
+            f"(runs `tuner kernel-sweep --kernel-source sglang` with the default budgets) — wall time "
+            f"{sweep['wall_s']:.0f} s ({'finished' if sweep['finished'] else 'NOT finished'}).",
+            f"Comparison: `python benchmarks/engine_kernel_benchmark.py compare --model {r['model']} --tp {r['tp']} --workdir W`.",
+            "",
             f"Geometric mean over {len(rows)} M: tuned vs shipped **x{_geomean(vs_shipped):.3f}** "
             f"(worst x{min(vs_shipped):.3f} at M={rows[vs_shipped.index(min(vs_shipped))]['M']}), tuned vs default "
             f"**x{_geomean(vs_default):.3f}**; shipped vs default x{_geomean([x['default_us'] / x['shipped_us'] for x in rows]):.3f}. "
