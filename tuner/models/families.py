@@ -11,12 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 
-class FusionPolicy(enum.Enum):
-    """When SGLang folds the shared expert into the routed experts' fused-MoE kernel by default."""
+class FusionRule(enum.Enum):
+    """Which SGLang model class decides whether the shared expert is folded into the fused-MoE kernel.
 
-    NEVER = "never"  # no shared expert, or the engine never fuses it for this architecture
-    ALWAYS = "always"  # DeepSeek-V3/R1 (and Kimi-K2, same architecture): fused when there is exactly 1
-    UNLESS_EP = "unless_ep"  # GLM-4.5/4.6/4.7 (incl. Air): fused when exactly 1, but not with ep > 1
+    The rules themselves are in tuner.models.fusion (SGLang 0.5.23).
+    """
+
+    NEVER = "never"  # no shared expert, or the model class never fuses it (Qwen2-MoE, Qwen3-MoE, Mixtral)
+    DEEPSEEK = "deepseek"  # DeepseekV2ForCausalLM and its DeepseekV3 subclass (DeepSeek-V2/V3/R1, Kimi-K2)
+    GLM4_MOE = "glm4_moe"  # Glm4MoeForCausalLM (GLM-4.5/4.6/4.7, incl. Air)
+    GLM4V_MOE = "glm4v_moe"  # Glm4vMoeForConditionalGeneration (GLM-4.5V)
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class MoeFamily:
     experts_field: str  # routed experts
     intermediate_field: str  # per-expert intermediate size (before tensor parallelism)
     shared_experts_field: str | None = None  # count of shared experts (None: the family has none)
-    fusion: FusionPolicy = FusionPolicy.NEVER
+    fusion: FusionRule = FusionRule.NEVER
     top_k_field: str = "num_experts_per_tok"
     hidden_field: str = "hidden_size"
 
@@ -42,7 +46,7 @@ FAMILIES: tuple[MoeFamily, ...] = (
         experts_field="n_routed_experts",
         intermediate_field="moe_intermediate_size",
         shared_experts_field="n_shared_experts",
-        fusion=FusionPolicy.ALWAYS,
+        fusion=FusionRule.DEEPSEEK,
     ),
     MoeFamily(
         name="deepseek_v2",
@@ -51,6 +55,7 @@ FAMILIES: tuple[MoeFamily, ...] = (
         experts_field="n_routed_experts",
         intermediate_field="moe_intermediate_size",
         shared_experts_field="n_shared_experts",
+        fusion=FusionRule.DEEPSEEK,
     ),
     MoeFamily(
         name="glm4_moe",
@@ -59,16 +64,17 @@ FAMILIES: tuple[MoeFamily, ...] = (
         experts_field="n_routed_experts",
         intermediate_field="moe_intermediate_size",
         shared_experts_field="n_shared_experts",
-        fusion=FusionPolicy.UNLESS_EP,
+        fusion=FusionRule.GLM4_MOE,
     ),
     MoeFamily(
-        # GLM-4.5V: MoE fields live in text_config; SGLang's default fusion for it is not established here.
+        # GLM-4.5V: MoE fields live in text_config.
         name="glm4v_moe",
         architectures=("Glm4vMoeForConditionalGeneration",),
         model_types=("glm4v_moe", "glm4v_moe_text"),
         experts_field="n_routed_experts",
         intermediate_field="moe_intermediate_size",
         shared_experts_field="n_shared_experts",
+        fusion=FusionRule.GLM4V_MOE,
     ),
     MoeFamily(
         name="qwen3_moe",
