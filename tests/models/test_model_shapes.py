@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import ModelConfigError
-from tuner.export.naming import sglang_moe_file_name
+from tuner.export.naming import sglang_moe_file_name, vllm_moe_file_name
 from tuner.kernels.base import MoeShape, Quant
 from tuner.models.builtin import find_catalog_entry
 from tuner.models.config import load_model_config
@@ -297,3 +297,55 @@ def test_compressed_tensors_block_fp8(tmp_path):
 def test_unsupported_quantization_names_what_is_unsupported(tmp_path, qc, pattern):
     with pytest.raises(ModelConfigError, match=pattern):
         derive_moe_shape(load_model_config(str(_with_quant(tmp_path, qc))), tp=8)
+
+
+def _qwen3_omni_config() -> dict:
+    thinker_text = {
+        "model_type": "qwen3_omni_moe_text", "hidden_size": 2048, "intermediate_size": 768,
+        "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8, "num_hidden_layers": 48,
+    }
+    return {
+        "architectures": ["Qwen3OmniMoeForConditionalGeneration"],
+        "model_type": "qwen3_omni_moe",
+        "thinker_config": {
+            "model_type": "qwen3_omni_moe_thinker",
+            "audio_config": {"d_model": 1280, "num_hidden_layers": 32},
+            "vision_config": {"hidden_size": 1152, "depth": 27},
+            "text_config": thinker_text,
+        },
+        # the speech talker is a second, smaller MoE that the engines do not serve as the language model
+        "talker_config": {"text_config": {"hidden_size": 1024, "moe_intermediate_size": 384, "num_experts": 128,
+                                          "num_experts_per_tok": 6}},
+    }
+
+
+def test_qwen3_omni_reads_the_thinkers_text_config(tmp_path):
+    cfg = load_model_config(str(_write(tmp_path, _qwen3_omni_config())))
+    shape = derive_moe_shape(cfg)
+    assert (shape.num_experts, shape.intermediate_size, shape.hidden_size, shape.top_k) == (128, 768, 2048, 8)
+    assert vllm_moe_file_name(shape, "NVIDIA H200") == "E=128,N=768,device_name=NVIDIA_H200.json"
+
+
+def test_missing_field_names_the_nested_section(tmp_path):
+    raw = _qwen3_omni_config()
+    del raw["thinker_config"]["text_config"]["hidden_size"]
+    with pytest.raises(ModelConfigError, match=r"in thinker_config\.text_config.*'hidden_size'"):
+        derive_moe_shape(load_model_config(str(_write(tmp_path, raw))))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4",
+         "text_config": {"num_local_experts": 16, "hidden_size": 5120}, "vision_config": {"hidden_size": 1408}},
+        {"architectures": ["FancyOmniForConditionalGeneration"],
+         "brain_config": {"text_config": {"num_experts": 64, "hidden_size": 2048}}},
+    ],
+    ids=["llama4-text_config", "two-levels-deep"],
+)
+def test_unknown_composite_moe_says_which_architecture_is_unsupported_never_dense(tmp_path, raw):
+    with pytest.raises(ModelConfigError) as info:
+        load_model_config(str(_write(tmp_path, raw)))
+    message = str(info.value)
+    assert f"architecture {raw['architectures'][0]} is not supported" in message
+    assert "dense" not in message and "Qwen3OmniMoeForConditionalGeneration" in message

@@ -91,6 +91,14 @@ FAMILIES: tuple[MoeFamily, ...] = (
         intermediate_field="moe_intermediate_size",
     ),
     MoeFamily(
+        # Qwen3-Omni: the language model is the "thinker" (thinker_config.text_config); the talker is not served
+        name="qwen3_omni_moe",
+        architectures=("Qwen3OmniMoeForConditionalGeneration",),
+        model_types=("qwen3_omni_moe", "qwen3_omni_moe_thinker", "qwen3_omni_moe_text"),
+        experts_field="num_experts",
+        intermediate_field="moe_intermediate_size",
+    ),
+    MoeFamily(
         # Qwen2-MoE's shared expert has its own size (shared_expert_intermediate_size): it is never fused.
         name="qwen2_moe",
         architectures=("Qwen2MoeForCausalLM",),
@@ -108,15 +116,66 @@ FAMILIES: tuple[MoeFamily, ...] = (
     ),
 )
 
-EXPERT_COUNT_FIELDS: tuple[str, ...] = ("n_routed_experts", "num_experts", "num_local_experts")
+EXPERT_COUNT_FIELDS: tuple[str, ...] = ("n_routed_experts", "num_experts", "num_local_experts", "moe_num_experts")
+
+# Where composite (multimodal, omni) configs keep their language model, most specific first. Any other nested
+# "*_config" object holding an expert count is found too (see language_model_path).
+_LANGUAGE_MODEL_PATHS: tuple[tuple[str, ...], ...] = (
+    ("thinker_config", "text_config"),  # Qwen2.5/3-Omni
+    ("text_config",),  # most VL models (Qwen3-VL, GLM-4.5V, Llama 4, Kimi-VL)
+    ("language_config",),  # DeepSeek-VL2
+    ("llm_config",),  # InternVL
+)
+_NOT_LANGUAGE_MODEL = ("vision", "audio", "talker", "quantization", "code2wav", "rope")
+
+
+def _has_expert_count(section: Mapping[str, Any]) -> bool:
+    return any(isinstance(section.get(f), int) and not isinstance(section.get(f), bool) for f in EXPERT_COUNT_FIELDS)
+
+
+def _nested(raw: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any] | None:
+    section: Any = raw
+    for key in path:
+        section = section.get(key) if isinstance(section, Mapping) else None
+    return section if isinstance(section, Mapping) else None
+
+
+def _search_sections(raw: Mapping[str, Any], prefix: tuple[str, ...], depth: int) -> tuple[str, ...] | None:
+    """Breadth-first: the first nested '*_config' object (not vision/audio/talker) that has an expert count."""
+    children = [
+        (key, value)
+        for key, value in raw.items()
+        if key.endswith("_config") and isinstance(value, Mapping) and not any(w in key for w in _NOT_LANGUAGE_MODEL)
+    ]
+    for key, value in children:
+        if _has_expert_count(value):
+            return (*prefix, key)
+    if depth > 1:
+        for key, value in children:
+            found = _search_sections(value, (*prefix, key), depth - 1)
+            if found:
+                return found
+    return None
+
+
+def language_model_path(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """Keys leading to the language model's fields: () when they are top level, ('thinker_config',
+    'text_config') for Qwen3-Omni, ('text_config',) for most VL models."""
+    if _has_expert_count(raw):
+        return ()
+    for path in _LANGUAGE_MODEL_PATHS:
+        section = _nested(raw, path)
+        if section is not None and _has_expert_count(section):
+            return path
+    found = _search_sections(raw, (), depth=3)
+    if found:
+        return found
+    return ("text_config",) if _nested(raw, ("text_config",)) is not None else ()
 
 
 def text_section(raw: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The part of config.json that describes the language model (`text_config` for VL models)."""
-    text_config = raw.get("text_config")
-    if isinstance(text_config, Mapping):
-        return text_config
-    return raw
+    """The part of config.json that describes the language model, wherever a composite config puts it."""
+    return _nested(raw, language_model_path(raw)) or raw
 
 
 def architectures_of(raw: Mapping[str, Any]) -> list[str]:

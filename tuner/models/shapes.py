@@ -153,7 +153,7 @@ def _check_parallelism(tp: int, ep: int) -> None:
 
 
 def _where(cfg: ModelConfig, section: Mapping[str, Any]) -> str:
-    return f"{cfg.source} (in text_config)" if section is not cfg.raw else cfg.source
+    return f"{cfg.source} (in {cfg.text_path})" if section is not cfg.raw else cfg.source
 
 
 def _positive_int_field(cfg: ModelConfig, section: Mapping[str, Any], name: str) -> int:
