@@ -59,7 +59,7 @@ class BenchSpec:
 @dataclass(frozen=True)
 class BenchResult:
     status: str  # "ok" | "failed"
-    # launch: oom, cuda_graph, invalid_argument, port_in_use, timeout, crash; later: crash (engine died under
+    # launch: oom, kv_cache, cuda_graph, invalid_argument, port_in_use, timeout, crash; later: crash (engine died under
     # load), bad_metrics (/metrics unreadable), request_failed (every warm-up request refused)
     failure_kind: str | None
     error: str | None

@@ -102,6 +102,18 @@ def test_a_search_records_baseline_ooms_constraints_and_a_robust_best(db):
     assert study.user_attrs["slos"] == ["ttft_p99<=2000ms", "tpot_p99<=50ms"]
 
 
+def test_a_crash_during_graph_capture_is_not_taken_for_an_out_of_memory(db):
+    # "CUDA error: an illegal memory access was encountered" while capturing graphs: a crash, not memory
+    def crashes(flags):
+        value = landscape(flags)
+        return "cuda_graph" if value == "oom" else value
+
+    outcome = run_study(db, _config(name="crash", n_trials=14, repeats=0), FakeEvaluator(crashes), out=lambda s: None)
+    rows = store.list_trials(db, outcome.study.id, "search")
+    assert any(r.failure_kind == "cuda_graph" and r.status == "infeasible" for r in rows)
+    assert not [r for r in rows if r.status == "skipped"]  # larger-memory candidates are still launched
+
+
 def test_the_report_and_export(db, tmp_path):
     run_study(db, _config(n_trials=8, repeats=0), FakeEvaluator(landscape), out=lambda s: None)
     paths = export_flag_study(db, "s", tmp_path / "out")

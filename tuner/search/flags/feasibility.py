@@ -1,6 +1,7 @@
-"""Learning where configs crash: a config that ran out of memory (OOM, CUDA graph capture) teaches that
-every config needing at least as much memory will fail too, so those are recorded as predicted-infeasible
-instead of being launched. "At least as much": every memory-pressure flag (mem-fraction-static,
+"""Learning where configs run out of memory: a config whose engine log shows CUDA out of memory (at load,
+warm-up or CUDA graph capture) teaches that every config needing at least as much memory will fail too, so
+those are recorded as predicted-infeasible instead of being launched. Other failures (a crash, an illegal
+memory access during graph capture, a KV cache too small) say nothing about larger settings and never count. "At least as much": every memory-pressure flag (mem-fraction-static,
 cuda-graph-max-bs, chunked-prefill-size, ...) at or beyond the failed value, every other flag that can
 change memory equal, environment equal.
 
@@ -44,7 +45,7 @@ MEMORY_NEUTRAL: frozenset[str] = frozenset({
     "speculative-suffix-max-spec-factor", "speculative-suffix-max-spec-offset",
     "speculative-suffix-min-token-prob",
 })
-MEMORY_FAILURE_KINDS = ("oom", "cuda_graph")
+MEMORY_FAILURE_KINDS = ("oom",)  # only real memory exhaustion predicts that more memory fails too
 UNLIMITED_MINUS_ONE = frozenset({"chunked-prefill-size"})  # -1 disables chunking: the largest setting
 
 

@@ -33,7 +33,9 @@ from tuner.search.flags.space import Candidate
 
 STAGES = ("validate", "launch", "ready", "warmup", "measure", "scrape", "teardown")
 # Kinds a config causes (the search learns from them) vs kinds of the environment (the trial is retried).
-INFEASIBLE_KINDS = ("oom", "cuda_graph", "invalid_argument", "timeout", "crash", "slo", "predicted_oom")
+INFEASIBLE_KINDS = (
+    "oom", "kv_cache", "cuda_graph", "invalid_argument", "timeout", "crash", "slo", "predicted_oom",
+)
 ENVIRONMENT_KINDS = ("port_in_use", "bad_metrics", "request_failed", "interrupted")
 LOG_TAIL_LINES = 60
 
