@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tuner.errors import TunerError
+from tuner.paths import writable_folder
 from tuner.settings import Settings
 
 
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         name = load_model_config(args.model).name
         sweeps = find_sweeps(db, name, args.tp, args.ep, device_name=args.device_name)
         formats = _formats(args.format)
+        writable_folder(args.out, "--out")
         for f in export_sweeps(db, sweeps, args.out, formats, args.force):
             print(f"wrote {f.path}")
             for note in f.notes:

@@ -114,7 +114,7 @@ def test_a_crash_during_graph_capture_is_not_taken_for_an_out_of_memory(db):
     assert not [r for r in rows if r.status == "skipped"]  # larger-memory candidates are still launched
 
 
-def test_the_report_and_export(db, tmp_path):
+def test_the_report_and_export(db, tmp_path, capsys):
     run_study(db, _config(n_trials=8, repeats=0), FakeEvaluator(landscape), out=lambda s: None)
     paths = export_flag_study(db, "s", tmp_path / "out")
     names = {p.name for p in paths}
@@ -133,6 +133,15 @@ def test_the_report_and_export(db, tmp_path):
     assert export_flag_study(db, "s", tmp_path / "out", force=True)
     with pytest.raises(ExportError, match="no flag study named 'nope'"):
         export_flag_study(db, "nope", tmp_path / "x")
+    # an --out that cannot be a folder is one line from the command, never a traceback
+    from tuner.cli import main
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for out, words in ((a_file, "is a file, not a folder"), (a_file / "sub", "a part of the path is a file")):
+        assert main(["--database-url", db.url, "export", "--flag-study", "s", "--out", str(out)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("tuner: error: ") and words in line and str(out) in line
 
 
 def test_an_interrupted_trial_is_kept_as_failed_and_run_again(db):
