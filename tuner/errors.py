@@ -30,3 +30,7 @@ class EngineError(TunerError):
 
 class OutputPathError(TunerError):
     """An output file or folder (--out, --json, --log-dir, --data-dir) that cannot be created or written."""
+
+
+class NothingCanLaunchError(EngineError):
+    """A search stopped because its baseline failed for a reason no searched flag can change."""

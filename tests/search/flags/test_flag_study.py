@@ -240,3 +240,22 @@ def test_local_search_starts_next_to_the_engine_defaults_and_climbs(db):
     changed = [sum(a.params.get(k) != b.params.get(k) for k in a.params) for a, b in zip(ev.calls[2:],
                                                                                     ev.calls[1:])]
     assert changed.count(1) >= 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "never_ready", "log", "stops"),
+    [
+        ("crash", True, "OSError: nosuch/model is not a local folder and is not a valid model identifier", True),
+        ("invalid_argument", True, "launch_server.py: error: argument --page-size: invalid int value: 'x'", True),
+        ("oom", True, "torch.OutOfMemoryError: CUDA out of memory", False),  # a smaller setting may fit
+        ("cuda_graph", True, "Capture cuda graph failed: an illegal memory access was encountered", False),
+        ("timeout", True, "loading weights", False),
+        ("crash", False, "RuntimeError: died under load", False),  # it launched: candidates may differ
+        ("crash", True, "ValueError: chunked_prefill_size must be a multiple of page_size", False),  # searched
+    ],
+)
+def test_only_a_baseline_failure_no_searched_flag_can_change_stops_the_search(kind, never_ready, log, stops):
+    from tuner.search.flags.feasibility import baseline_blocker
+
+    reason = baseline_blocker(kind, never_ready, f"[tuner] argv: [...]\n{log}\n", "sim exited", SPACE["params"])
+    assert (reason == log) if stops else reason is None

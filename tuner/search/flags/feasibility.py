@@ -11,6 +11,7 @@ Pure comparisons of flag mappings; nothing is launched here.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -111,3 +112,25 @@ def predicted_failure(candidate: Candidate, failures: Iterable[MemoryFailure],
         if dict(candidate.env) == dict(f.env) and needs_at_least(candidate.flags, f.flags, directions):
             return f
     return None
+
+
+# Launch failures of the baseline that no searched flag can change: the engine refused an argument it was
+# given (the base flags, the model), or died before answering /health for a reason that is not memory.
+BASELINE_BLOCKING_KINDS = ("invalid_argument", "crash")
+_REASON_LINE = re.compile(r"error|exception|not found|no such|not a valid|cannot|could not", re.IGNORECASE)
+
+
+def baseline_blocker(failure_kind: str | None, never_ready: bool, log_tail: str | None, error: str | None,
+                     searched_flags: Iterable[str]) -> str | None:
+    """Why no candidate can launch, judged from the baseline (base flags only) failing to start; None when
+    a searched flag might change the outcome (a memory failure, a timeout, or a log that names a searched
+    flag). The reason is the engine log's last error line (e.g. an unknown model, a rejected base flag)."""
+    if failure_kind not in BASELINE_BLOCKING_KINDS or not never_ready:
+        return None
+    text = log_tail or ""
+    for flag in searched_flags:
+        if flag in text or flag.replace("-", "_") in text:
+            return None
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("[tuner]")]
+    reason = next((line for line in reversed(lines) if _REASON_LINE.search(line)), None)
+    return reason or (error or "").strip().split("\n")[0] or failure_kind

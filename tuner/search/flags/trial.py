@@ -88,6 +88,7 @@ class TrialOutcome:
     log_path: str | None = None
     log_tail: str | None = None
     stage_seconds: Mapping[str, float] = field(default_factory=dict)
+    never_ready: bool = False  # refused before launch, or the engine never answered /health
 
     @property
     def search(self) -> LoadSearchResult | None:
@@ -123,7 +124,7 @@ def run_trial(settings: TrialSettings, candidate: Candidate, *, repeats: int = 1
             try:
                 validate_flags(flags, read_supported_flags(engine))
             except UnknownFlagError as exc:
-                return outcome("infeasible", "invalid_argument", str(exc))
+                return outcome("infeasible", "invalid_argument", str(exc), never_ready=True)
     t0 = time.monotonic()
     try:
         running = launch(engine, settings.model, flags, candidate.env, log_dir=settings.log_dir,
@@ -132,7 +133,7 @@ def run_trial(settings: TrialSettings, candidate: Candidate, *, repeats: int = 1
         stages.add("launch", time.monotonic() - t0)
         status = "failed" if exc.kind == "port_in_use" else "infeasible"
         first_line = str(exc).split("\n")[0].removesuffix(", last lines:")
-        return outcome(status, exc.kind, first_line,
+        return outcome(status, exc.kind, first_line, never_ready=True,
                        log_path=str(exc.log_path) if exc.log_path else None, log_tail=exc.log_tail or None)
     ready_s = running.ready_s or 0.0
     stages.add("launch", time.monotonic() - t0 - ready_s)
