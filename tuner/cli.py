@@ -27,6 +27,9 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def _load_command_modules() -> list:
     modules = []
     for name in COMMANDS:
@@ -65,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: $TUNER_DATABASE_URL or a SQLite "
                         "file in the data folder)")
     parser.add_argument("--data-dir", help="data folder (default: $TUNER_DATA_DIR or ~/.local/share/tuner)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default: $TUNER_LOG_LEVEL or INFO)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default: $TUNER_LOG_LEVEL or INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in _load_command_modules():
@@ -83,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env().with_overrides(
         database_url=args.database_url, data_dir=args.data_dir, log_level=args.log_level
     )
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    level = settings.log_level.strip().upper()
+    if level not in LOG_LEVELS:
+        source = "--log-level" if args.log_level is not None else "TUNER_LOG_LEVEL"
+        print(f"tuner: error: {source} {settings.log_level!r} is not a log level; use one of "
+              f"{', '.join(LOG_LEVELS)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args, settings) or 0)
     except TunerError as exc:

@@ -26,3 +26,11 @@ class ExportError(TunerError):
 
 class EngineError(TunerError):
     """An inference engine that failed to launch, crashed or cannot be reached."""
+
+
+class OutputPathError(TunerError):
+    """An output file or folder (--out, --json, --log-dir, --data-dir) that cannot be created or written."""
+
+
+class NothingCanLaunchError(EngineError):
+    """A search stopped because its baseline failed for a reason no searched flag can change."""

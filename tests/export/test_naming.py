@@ -172,6 +172,29 @@ def test_unsafe_device_names_are_made_safe_and_reported(device, safe, caplog):
     assert "/" not in name and "\\" not in name
 
 
+@pytest.mark.parametrize(
+    ("device", "vllm_token"),
+    [
+        ("NVIDIA  H100   80GB HBM3", "NVIDIA_H100_80GB_HBM3"),  # runs of spaces are one "_" for vLLM
+        ("NVIDIA A100/X 80GB", "NVIDIA_A100_X_80GB"),
+        ("NVIDIA A100 / X\t80GB", "NVIDIA_A100_X_80GB"),
+        ("NVIDIA H20-3e", "NVIDIA_H20-3e"),
+    ],
+)
+def test_vllm_device_token_collapses_whitespace_and_slashes_without_warning(device, vllm_token, caplog):
+    shape = MoeShape(8, 7168, 4096, 2)
+    with caplog.at_level(logging.WARNING, logger="tuner.export.naming"):
+        assert vllm_moe_file_name(shape, device) == f"E=8,N=7168,device_name={vllm_token}.json"
+        assert vllm_fp8_gemm_file_name(576, 7168, device, (128, 128)).startswith(f"N=576,K=7168,device_name={vllm_token},")
+    assert caplog.text == ""  # vLLM finds these files: nothing to warn about
+    assert not describe_device_token(device, "vllm").changed
+
+
+def test_sglang_keeps_its_one_space_one_underscore_rule():
+    assert device_file_token("NVIDIA  H100   80GB HBM3") == "NVIDIA__H100___80GB_HBM3"
+    assert vllm_moe_file_name(MoeShape(8, 7168, 4096, 2), "NVIDIA  H200  NVL") == "E=8,N=7168,device_name=NVIDIA_H200.json"
+
+
 def test_empty_device_name_is_refused():
     with pytest.raises(ExportError, match="empty device name"):
         device_file_token("  ")

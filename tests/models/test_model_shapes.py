@@ -8,10 +8,17 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import ModelConfigError
+from tuner.export.naming import sglang_moe_file_name, vllm_moe_file_name
 from tuner.kernels.base import MoeShape, Quant
 from tuner.models.builtin import find_catalog_entry
 from tuner.models.config import load_model_config
-from tuner.models.shapes import default_shared_experts_fusion, derive_moe_shape, dtype_label
+from tuner.models.fusion import FusionDevice
+from tuner.models.shapes import (
+    default_shared_experts_fusion,
+    derive_moe_shape,
+    dtype_label,
+    shared_experts_fusion_decision,
+)
 
 BLOCK = (128, 128)
 
@@ -29,16 +36,17 @@ WORKED = [
     ("DeepSeek-V3", 8, 1, (257, 256, 7168, 8, 1, Quant.FP8_BLOCK, BLOCK)),
     ("DeepSeek-R1", 8, 1, (257, 256, 7168, 8, 1, Quant.FP8_BLOCK, BLOCK)),
     ("DeepSeek-V3", 16, 1, (257, 128, 7168, 8, 1, Quant.FP8_BLOCK, BLOCK)),
-    ("Kimi-K2-Instruct", 8, 1, (385, 256, 7168, 8, 1, Quant.FP8_BLOCK, BLOCK)),
+    # DeepseekV3 architecture, but 384 routed experts in block FP8: SGLang 0.5.23 does not fuse it
+    ("Kimi-K2-Instruct", 8, 1, (384, 256, 7168, 8, 0, Quant.FP8_BLOCK, BLOCK)),
     ("Qwen3-235B-A22B", 4, 1, (128, 384, 4096, 8, 0, Quant.BF16, None)),
     ("Qwen3-235B-A22B-FP8", 4, 1, (128, 384, 4096, 8, 0, Quant.FP8_BLOCK, BLOCK)),
     ("Qwen3-30B-A3B", 1, 1, (128, 768, 2048, 8, 0, Quant.BF16, None)),
     ("Qwen3-30B-A3B-FP8", 2, 1, (128, 384, 2048, 8, 0, Quant.FP8_BLOCK, BLOCK)),
     ("Mixtral-8x7B-v0.1", 2, 1, (8, 7168, 4096, 2, 0, Quant.BF16, None)),
-    # expert parallelism: experts split by ep, N by tp/ep; GLM drops fusion under EP, DeepSeek keeps it
+    # expert parallelism: experts split by ep, N by tp/ep; on NVIDIA both GLM and DeepSeek drop fusion under EP
     ("GLM-4.7-FP8", 8, 2, (80, 384, 5120, 8, 0, Quant.FP8_PER_CHANNEL, None)),
     ("GLM-4.7-FP8", 8, 8, (20, 1536, 5120, 8, 0, Quant.FP8_PER_CHANNEL, None)),
-    ("DeepSeek-V3", 8, 8, (33, 2048, 7168, 8, 1, Quant.FP8_BLOCK, BLOCK)),
+    ("DeepSeek-V3", 8, 8, (32, 2048, 7168, 8, 0, Quant.FP8_BLOCK, BLOCK)),
     ("Qwen3-235B-A22B", 8, 4, (32, 768, 4096, 8, 0, Quant.BF16, None)),
 ]
 
@@ -73,6 +81,55 @@ def test_fusion_on_a_model_without_shared_expert_is_an_error():
         derive_moe_shape(load_model_config("Qwen3-235B-A22B"), tp=4, shared_experts_fusion=True)
     with pytest.raises(ModelConfigError, match="no shared expert"):
         derive_moe_shape(load_model_config("Mixtral-8x7B-v0.1"), shared_experts_fusion=True)
+
+
+def test_kimi_k2_is_not_fused_and_names_the_file_sglang_ships():
+    cfg = load_model_config("Kimi-K2-Instruct")
+    shape = derive_moe_shape(cfg, tp=8)
+    assert (shape.num_experts, shape.runtime_top_k) == (384, 8)
+    assert sglang_moe_file_name(shape, "NVIDIA H200") == (
+        "E=384,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128, 128].json"
+    )
+    assert "Quark" in shared_experts_fusion_decision(cfg).reason
+
+
+def test_asking_for_fusion_is_sglangs_enforce_flag_for_deepseek_class_models():
+    # --enforce-shared-experts-fusion skips the expert-count, GPU and EP checks of DeepseekV3ForCausalLM
+    assert derive_moe_shape(load_model_config("Kimi-K2-Instruct"), tp=8, shared_experts_fusion=True).num_experts == 385
+    assert derive_moe_shape(load_model_config("DeepSeek-V3"), tp=8, ep=8, shared_experts_fusion=True).num_experts == 33
+
+
+@pytest.mark.parametrize(
+    ("model", "ep", "device_name", "fused"),
+    [
+        ("DeepSeek-V3", 1, "NVIDIA H100 80GB HBM3", True),
+        ("DeepSeek-V3", 8, "NVIDIA H200", False),  # EP turns it off on NVIDIA
+        ("DeepSeek-V3", 8, "AMD Instinct MI300X", True),  # but not on MI300-series
+        ("DeepSeek-V3", 1, "AMD Instinct MI250X", False),  # below gfx942
+        ("GLM-4.7-FP8", 1, "Tesla V100-SXM2-32GB", False),  # below sm80
+        ("GLM-4.7-FP8", 4, "AMD Instinct MI325X", True),
+        ("GLM-4.7-FP8", 4, "NVIDIA H200", False),
+    ],
+)
+def test_default_fusion_follows_the_gpu_and_ep(model, ep, device_name, fused):
+    device = FusionDevice.from_device_name(device_name)
+    assert default_shared_experts_fusion(load_model_config(model), ep=ep, device=device) is fused
+
+
+def test_deepseek_v2_architecture_is_not_fused_even_with_v3_numbers(tmp_path):
+    raw = _catalog_raw("DeepSeek-V3")
+    raw["architectures"] = ["DeepseekV2ForCausalLM"]
+    decision = shared_experts_fusion_decision(load_model_config(str(_write(tmp_path, raw))))
+    assert decision.fused_shared_experts == 0 and "DeepseekV2ForCausalLM" in decision.reason
+
+
+def test_glm45v_fuses_on_cuda_without_ep_only(tmp_path):
+    text = dict(_catalog_raw("GLM-4.5-Air"), model_type="glm4v_moe_text")
+    raw = {"architectures": ["Glm4vMoeForConditionalGeneration"], "model_type": "glm4v_moe", "text_config": text}
+    cfg = load_model_config(str(_write(tmp_path, raw)))
+    assert derive_moe_shape(cfg, tp=4).num_experts == 129
+    assert derive_moe_shape(cfg, tp=4, ep=2).num_experts == 64
+    assert not default_shared_experts_fusion(cfg, device=FusionDevice.from_device_name("AMD Instinct MI300X"))
 
 
 def test_glm_fusion_with_expert_parallelism_is_refused():
@@ -240,3 +297,55 @@ def test_compressed_tensors_block_fp8(tmp_path):
 def test_unsupported_quantization_names_what_is_unsupported(tmp_path, qc, pattern):
     with pytest.raises(ModelConfigError, match=pattern):
         derive_moe_shape(load_model_config(str(_with_quant(tmp_path, qc))), tp=8)
+
+
+def _qwen3_omni_config() -> dict:
+    thinker_text = {
+        "model_type": "qwen3_omni_moe_text", "hidden_size": 2048, "intermediate_size": 768,
+        "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8, "num_hidden_layers": 48,
+    }
+    return {
+        "architectures": ["Qwen3OmniMoeForConditionalGeneration"],
+        "model_type": "qwen3_omni_moe",
+        "thinker_config": {
+            "model_type": "qwen3_omni_moe_thinker",
+            "audio_config": {"d_model": 1280, "num_hidden_layers": 32},
+            "vision_config": {"hidden_size": 1152, "depth": 27},
+            "text_config": thinker_text,
+        },
+        # the speech talker is a second, smaller MoE that the engines do not serve as the language model
+        "talker_config": {"text_config": {"hidden_size": 1024, "moe_intermediate_size": 384, "num_experts": 128,
+                                          "num_experts_per_tok": 6}},
+    }
+
+
+def test_qwen3_omni_reads_the_thinkers_text_config(tmp_path):
+    cfg = load_model_config(str(_write(tmp_path, _qwen3_omni_config())))
+    shape = derive_moe_shape(cfg)
+    assert (shape.num_experts, shape.intermediate_size, shape.hidden_size, shape.top_k) == (128, 768, 2048, 8)
+    assert vllm_moe_file_name(shape, "NVIDIA H200") == "E=128,N=768,device_name=NVIDIA_H200.json"
+
+
+def test_missing_field_names_the_nested_section(tmp_path):
+    raw = _qwen3_omni_config()
+    del raw["thinker_config"]["text_config"]["hidden_size"]
+    with pytest.raises(ModelConfigError, match=r"in thinker_config\.text_config.*'hidden_size'"):
+        derive_moe_shape(load_model_config(str(_write(tmp_path, raw))))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4",
+         "text_config": {"num_local_experts": 16, "hidden_size": 5120}, "vision_config": {"hidden_size": 1408}},
+        {"architectures": ["FancyOmniForConditionalGeneration"],
+         "brain_config": {"text_config": {"num_experts": 64, "hidden_size": 2048}}},
+    ],
+    ids=["llama4-text_config", "two-levels-deep"],
+)
+def test_unknown_composite_moe_says_which_architecture_is_unsupported_never_dense(tmp_path, raw):
+    with pytest.raises(ModelConfigError) as info:
+        load_model_config(str(_write(tmp_path, raw)))
+    message = str(info.value)
+    assert f"architecture {raw['architectures'][0]} is not supported" in message
+    assert "dense" not in message and "Qwen3OmniMoeForConditionalGeneration" in message

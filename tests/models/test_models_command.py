@@ -109,3 +109,17 @@ def test_shape_reports_an_unsafe_device_name(capsys):
 def test_shape_errors_are_user_errors(capsys):
     with pytest.raises(ModelConfigError, match="not divisible by --ep"):
         _run(["models", "shape", "GLM-4.5", "--tp", "8", "--ep", "3"], capsys)
+
+
+def test_shape_of_kimi_k2_is_unfused_and_says_why(capsys):
+    out = _run(["models", "shape", "Kimi-K2", "--tp", "8", "--device-name", "NVIDIA H200", "--triton-version", "3.5.1"],
+               capsys)
+    assert "configs/triton_3_5_1/E=384,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128, 128].json" in out
+    assert "top-k        8\n" in out
+    assert "note: shared expert not fused" in out and "Quark" in out
+
+
+def test_shape_under_ep_on_mi300_keeps_deepseek_fusion(capsys):
+    rows = json.loads(_run(["models", "shape", "DeepSeek-V3", "--tp", "8", "--ep", "8", "--device-name",
+                            "AMD Instinct MI300X", "--json"], capsys))
+    assert (rows["E"], rows["runtime_top_k"]) == (33, 9)

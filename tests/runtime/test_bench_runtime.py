@@ -106,3 +106,34 @@ def test_unknown_flags_are_rejected_before_any_launch(tmp_path):
     assert result.failure_kind == "invalid_argument"
     assert "--ready-after-sec" in result.error and "--ready-after-s" in result.error  # close match
     assert "launch" not in result.stage_seconds and result.log_path is None
+
+
+def _read_only_db_url(tmp_path):
+    path = tmp_path / "ro.db"
+    open_database(f"sqlite:///{path}").dispose()  # created and migrated, then opened read-only below
+    return f"sqlite:///file:{path}?mode=ro&uri=true"
+
+
+def test_a_read_only_database_keeps_the_finished_run(tmp_path):
+    with open_database(_read_only_db_url(tmp_path)) as ro:
+        result = run_bench(_spec(tmp_path, num_prompts=4), db=ro)
+    assert result.ok and result.client is not None and result.client.completed == 4
+    assert result.run_id is None and "read-only" in result.store_error
+
+
+def test_bench_prints_and_writes_the_result_before_the_storage_error(tmp_path, monkeypatch, capsys):
+    from tuner import cli
+    from tuner.runtime import bench as bench_module
+
+    real_run_bench = bench_module.run_bench
+    monkeypatch.setattr(bench_module, "run_bench",  # the command's own flags, the fake engine's launch
+                        lambda spec, db=None: real_run_bench(_spec(tmp_path, num_prompts=4), db=db))
+    out_json = tmp_path / "out" / "result.json"
+    rc = cli.main(["--database-url", _read_only_db_url(tmp_path), "--data-dir", str(tmp_path / "data"),
+                   "bench", "--engine", "sim", "--model", "GLM-4.7-FP8", "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert "TTFT" in captured.out  # the table was printed
+    assert json.loads(out_json.read_text())["client"]["completed"] == 4
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("tuner: error: the run above was not stored") and "read-only" in line

@@ -77,6 +77,9 @@ def test_unknown_argument_is_classified_invalid_argument(tmp_path):
 @pytest.mark.parametrize("log, kind", [
     ("RuntimeError: CUDA error: out of memory", "oom"),
     ("Exception: Capture cuda graph failed: illegal memory access", "cuda_graph"),
+    ("Exception: Capture cuda graph failed: CUDA error: an illegal memory access was encountered", "cuda_graph"),
+    ("Exception: Capture cuda graph failed: CUDA out of memory. Tried to allocate 2.00 GiB", "oom"),
+    ("RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.", "kv_cache"),
     ("launch_server.py: error: argument --page-size: invalid int value: 'x'", "invalid_argument"),
     ("OSError: [Errno 98] Address already in use", "port_in_use"),
     ("Segmentation fault", None),

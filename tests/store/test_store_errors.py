@@ -57,3 +57,15 @@ def test_file_that_is_not_a_sqlite_database(tmp_path) -> None:  # type: ignore[n
     path.write_bytes(b"this is some text file, certainly not SQLite " * 200)
     with pytest.raises(DatabaseError, match="is not a SQLite database"):
         open_database(f"sqlite:///{path}")
+
+
+def test_a_truncated_sqlite_file_gets_the_same_advice_as_a_corrupt_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tuner.store.db import row_counts
+
+    path = tmp_path / "tuner.db"
+    open_database(f"sqlite:///{path}").dispose()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])  # a copy cut short
+    with pytest.raises(DatabaseError, match="is not a SQLite database, or a damaged one.*move it away"), \
+            open_database(f"sqlite:///{path}") as db:
+        row_counts(db)

@@ -8,7 +8,6 @@ import argparse
 import json
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 from tuner.commands.common_args import (
@@ -18,7 +17,8 @@ from tuner.commands.common_args import (
     engine_options_of,
     positive_or_inf,
 )
-from tuner.errors import TunerError
+from tuner.errors import DatabaseError, OutputPathError, TunerError
+from tuner.paths import describe_os_error, writable_file, writable_folder
 from tuner.settings import Settings
 
 
@@ -137,7 +137,11 @@ def build_spec(args: argparse.Namespace, settings: Settings) -> Any:
                        max_duration_s=args.max_duration, seed=args.seed)
     engine_options = engine_options_of(args)
     ready_timeout = args.ready_timeout or (120.0 if args.engine == "sim" else 1800.0)
-    log_dir = Path(args.log_dir).expanduser() if args.log_dir else settings.data_dir / "logs"
+    # checked before anything launches: a run must not end with nowhere to put its log
+    if args.log_dir:
+        log_dir = writable_folder(args.log_dir, "--log-dir")
+    else:
+        log_dir = writable_folder(settings.data_dir / "logs", "--data-dir's logs folder")
     return BenchSpec(
         engine=args.engine, model=args.model, workload=workload, arrivals=arrivals, load=load,
         flags=parse_assignments(args.flag, "--flag", typed=True),
@@ -155,6 +159,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
     spec = build_spec(args, settings)
+    json_path = writable_file(args.json, "--json") if args.json else None
     db = None
     if not args.no_store:
         from tuner.store.db import open_database
@@ -165,7 +170,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if db is not None:
             db.dispose()
+    # the finished run comes first: printed and written before any storage error is reported
     print_bench_result(result)
-    if args.json:
-        Path(args.json).expanduser().write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if json_path is not None:
+        try:
+            json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise OutputPathError(f"cannot write --json {json_path}: {describe_os_error(exc)} "
+                                  "(the result is printed above)") from None
+    if result.store_error:
+        raise DatabaseError(f"the run above was not stored: {result.store_error}")
     return 0 if result.ok else 1

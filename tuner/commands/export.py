@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tuner.errors import TunerError
+from tuner.paths import writable_folder
 from tuner.settings import Settings
 
 
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         name = load_model_config(args.model).name
         sweeps = find_sweeps(db, name, args.tp, args.ep, device_name=args.device_name)
         formats = _formats(args.format)
+        writable_folder(args.out, "--out")
         print_exported(export_sweeps(db, sweeps, args.out, formats, args.force))
         for hint in usage_hints(args.out, formats):
             print(hint)

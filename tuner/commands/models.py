@@ -20,7 +20,8 @@ from tuner.export.sglang import CONFIG_FOLDER
 from tuner.export.vllm import VLLM_FOLDER
 from tuner.kernels.base import MoeShape
 from tuner.models.config import list_catalog, load_model_config
-from tuner.models.shapes import derive_moe_shape, dtype_label
+from tuner.models.fusion import SGLANG_VERSION, FusionDevice
+from tuner.models.shapes import derive_moe_shape, dtype_label, shared_experts_fusion_decision
 from tuner.settings import Settings
 
 DEFAULT_DEVICE_NAME = "NVIDIA H100 80GB HBM3"
@@ -120,14 +121,21 @@ def _run_list(args: argparse.Namespace) -> int:
 
 def _run_shape(args: argparse.Namespace) -> int:
     cfg = load_model_config(args.model)
-    shape = derive_moe_shape(cfg, tp=args.tp, ep=args.ep, shared_experts_fusion=args.shared_experts_fusion)
+    fusion_device = FusionDevice.from_device_name(args.device_name)
+    shape = derive_moe_shape(
+        cfg, tp=args.tp, ep=args.ep, shared_experts_fusion=args.shared_experts_fusion, device=fusion_device
+    )
+    notes = [describe_device_token(args.device_name).note]
+    if args.shared_experts_fusion is None and not shape.fused_shared_experts:
+        reason = shared_experts_fusion_decision(cfg, args.ep, fusion_device).reason
+        if "no shared expert" not in reason:
+            notes.append(f"shared expert not fused: {reason} (SGLang {SGLANG_VERSION})")
     triton_version = args.triton_version or _installed_triton_version()
     sglang_name = sglang_moe_file_name(shape, args.device_name)
     sglang_path = (
         f"{CONFIG_FOLDER}/{triton_dir_name(triton_version)}/{sglang_name}" if triton_version else None
     )
     vllm_name = vllm_moe_file_name(shape, args.device_name)
-    device = describe_device_token(args.device_name)
     result = {
         "model": cfg.name,
         "source": cfg.source,
@@ -147,7 +155,7 @@ def _run_shape(args: argparse.Namespace) -> int:
         "sglang_path": sglang_path,
         "vllm_file": vllm_name,
         "vllm_path": f"{VLLM_FOLDER}/{vllm_name}",
-        "notes": [device.note] if device.changed else [],
+        "notes": [note for note in notes if note],
     }
     if args.json:
         print(json.dumps(result, indent=2))

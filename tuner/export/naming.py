@@ -1,7 +1,7 @@
 """File and folder names the engines look up for tuned kernel configs: the one place that spells them.
 
-Names are built from a MoeShape and the `torch.cuda.get_device_name()` string exactly as SGLang / vLLM
-build them (see docs/parts/models-export.md). Nothing here writes files or imports torch.
+Names are built from a MoeShape and the `torch.cuda.get_device_name()` string exactly as SGLang 0.5.23 /
+vLLM 0.33 build them. Nothing here writes files or imports torch.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from tuner.errors import ExportError
 from tuner.kernels.base import MoeShape, Quant
@@ -28,6 +29,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FP8_DTYPE = "fp8_w8a8"
+Engine = Literal["sglang", "vllm"]
+# vLLM 0.33 `get_device_name_as_file_name`: every run of whitespace and "/" becomes one "_".
+_VLLM_SEPARATORS = re.compile(r"[\s/]+")
 # Path separators, NUL/control characters and the characters Windows forbids in file names.
 _UNSAFE = re.compile(r'[/\\\x00-\x1f\x7f<>:"|?*]')
 
@@ -36,14 +40,16 @@ _UNSAFE = re.compile(r'[/\\\x00-\x1f\x7f<>:"|?*]')
 class DeviceToken:
     """The device part of a config file name.
 
-    `engine_token` is what the engine computes (spaces -> "_", nothing else); `token` is what we can safely
-    put in a file name. They differ only when the device name holds a path separator or another character
-    unsafe in file names; then the engine will not find the file under `token` and `changed` is True.
+    `engine_token` is what the engine computes (SGLang: each space -> "_", nothing else; vLLM: each run of
+    whitespace and "/" -> one "_"); `token` is what we can safely put in a file name. They differ only when the
+    engine's token still holds a path separator or another character unsafe in file names; then the engine
+    will not find the file under `token` and `changed` is True.
     """
 
     device_name: str
     engine_token: str
     token: str
+    engine: Engine = "sglang"
 
     @property
     def changed(self) -> bool:
@@ -55,38 +61,44 @@ class DeviceToken:
             return ""
         return (
             f"device name {self.device_name!r} holds characters unsafe in a file name; wrote {self.token!r} "
-            f"where the engine looks for {self.engine_token!r}: rename or link the file for the engine to find it"
+            f"where {self.engine} looks for {self.engine_token!r}: rename or link the file for {self.engine} to find it"
         )
 
 
-def describe_device_token(device_name: str) -> DeviceToken:
-    """The engine's device token for `device_name`, and the safe one we write."""
+def describe_device_token(device_name: str, engine: Engine = "sglang") -> DeviceToken:
+    """The device token `engine` computes for `device_name` (SGLang 0.5.23 or vLLM 0.33), and the safe one we
+    write."""
     if not device_name or not device_name.strip():
         raise ExportError(
             "empty device name: pass the exact torch.cuda.get_device_name() string, "
             "e.g. --device-name 'NVIDIA H100 80GB HBM3'"
         )
-    engine_token = device_name.replace(" ", "_")
+    if engine == "vllm":
+        engine_token = _VLLM_SEPARATORS.sub("_", device_name)
+    else:
+        engine_token = device_name.replace(" ", "_")
     return DeviceToken(
-        device_name=device_name, engine_token=engine_token, token=_UNSAFE.sub("_", engine_token)
+        device_name=device_name, engine_token=engine_token, token=_UNSAFE.sub("_", engine_token), engine=engine
     )
 
 
-def device_file_token(device_name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'NVIDIA_H100_80GB_HBM3': spaces become '_', nothing else changes.
+def device_file_token(device_name: str, engine: Engine = "sglang") -> str:
+    """SGLang: 'NVIDIA H100 80GB HBM3' -> 'NVIDIA_H100_80GB_HBM3', each space becomes '_', nothing else changes.
+    vLLM: 'NVIDIA  H100   80GB HBM3' -> 'NVIDIA_H100_80GB_HBM3', each run of whitespace and '/' becomes one '_'.
 
-    Characters unsafe in a file name ('/', '\\', control characters, ...) are replaced by '_' with a warning,
-    since the engine would then look for a different name (see DeviceToken).
+    Characters still unsafe in a file name ('/' for SGLang, '\\', ':', control characters, ...) are replaced
+    by '_' with a warning, since the engine would then look for a different name (see DeviceToken).
     """
-    described = describe_device_token(device_name)
+    described = describe_device_token(device_name, engine)
     if described.changed:
         log.warning("%s", described.note)
     return described.token
 
 
 def vllm_device_token(device_name: str) -> str:
-    """vLLM's device token: like SGLang's, except every H200 variant is 'NVIDIA_H200'."""
-    token = device_file_token(device_name)
+    """vLLM 0.33's device token in fused-MoE file names: `device_file_token(..., "vllm")`, except that every
+    H200 variant is 'NVIDIA_H200'."""
+    token = device_file_token(device_name, "vllm")
     if "H200" in token.split("_"):
         return "NVIDIA_H200"
     return token
@@ -164,6 +176,7 @@ def sglang_fp8_gemm_file_name(n: int, k: int, device_name: str, block_shape: tup
 
 
 def vllm_fp8_gemm_file_name(n: int, k: int, device_name: str, block_shape: tuple[int, int]) -> str:
-    """vLLM's block-FP8 GEMM config name: no space in block_shape; the device token as torch reports it."""
+    """vLLM 0.33's block-FP8 GEMM config name: no space in block_shape; vLLM's device token without the H200
+    renaming of its fused-MoE files."""
     bn, bk = _check_gemm(n, k, block_shape)
-    return f"N={n},K={k},device_name={device_file_token(device_name)},dtype={FP8_DTYPE},block_shape=[{bn},{bk}].json"
+    return f"N={n},K={k},device_name={device_file_token(device_name, 'vllm')},dtype={FP8_DTYPE},block_shape=[{bn},{bk}].json"

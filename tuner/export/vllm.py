@@ -11,7 +11,6 @@ from pathlib import Path, PurePosixPath
 from tuner.export.base import PlannedFile, PlannedFilesExporter
 from tuner.export.naming import (
     describe_device_token,
-    device_file_token,
     vllm_device_token,
     vllm_moe_file_name,
 )
@@ -27,10 +26,10 @@ class VllmExporter(PlannedFilesExporter):
 
     def plan(self, shape: MoeShape, device_name: str, triton_version: str, down: bool = False) -> list[PlannedFile]:
         notes = []
-        device = describe_device_token(device_name)
+        device = describe_device_token(device_name, "vllm")
         if device.changed:
             notes.append(device.note)
-        elif vllm_device_token(device_name) != device_file_token(device_name):
+        elif vllm_device_token(device_name) != device.token:
             notes.append(f"vLLM names every H200 variant NVIDIA_H200 ({device_name!r} included)")
         if shape.fused_shared_experts:
             notes.append(

@@ -27,6 +27,7 @@ from tuner.models.families import (
     find_family,
     known_architectures,
     known_model_types,
+    language_model_path,
     model_types_of,
     text_section,
 )
@@ -57,8 +58,13 @@ class ModelConfig:
 
     @property
     def text(self) -> Mapping[str, Any]:
-        """The language-model fields (inside `text_config` for VL models)."""
+        """The language-model fields (inside `text_config` for VL models, `thinker_config.text_config` for Omni)."""
         return text_section(self.raw)
+
+    @property
+    def text_path(self) -> str:
+        """Where `text` is in config.json ('' at the top level, else e.g. 'thinker_config.text_config')."""
+        return ".".join(language_model_path(self.raw))
 
     @property
     def architecture(self) -> str:
@@ -166,21 +172,21 @@ def _json_kind(value: Any) -> str:
 def _unknown_family_message(raw: Mapping[str, Any], source: str) -> str:
     archs = architectures_of(raw)
     model_types = model_types_of(raw)
+    path = ".".join(language_model_path(raw))
     section = text_section(raw)
-    experts = [f for f in EXPERT_COUNT_FIELDS if f in section]
+    experts = {f: section[f] for f in EXPERT_COUNT_FIELDS if f in section}
+    where = f"in {path}" if path else "at the top level"
     what = f"architectures {archs or 'absent'}, model_type {model_types[0] if model_types else 'absent'}"
     if not experts:
         why = (
-            f"it has none of the expert-count fields {', '.join(EXPERT_COUNT_FIELDS)} "
-            f"(looked in the top level{' and text_config' if section is not raw else ''}), so it looks like a "
-            f"dense model: there is no fused-MoE kernel to tune"
+            f"it has none of the expert-count fields {', '.join(EXPERT_COUNT_FIELDS)} (looked at the top level and "
+            f"in every nested *_config), so it looks like a dense model: there is no fused-MoE kernel to tune"
         )
-    else:
-        why = (
-            f"it has {', '.join(experts)} but its architecture is not one whose fields we know; "
-            f"supported architectures: {', '.join(known_architectures())}"
-        )
+        return f"{source} is not a supported MoE model ({what}): {why}"
+    counts = ", ".join(f"{name}={value}" for name, value in experts.items())
     return (
-        f"{source} is not a supported MoE model ({what}): looked for 'architectures' and 'model_type' "
-        f"among {', '.join(known_model_types())}; {why}"
+        f"{source}: architecture {archs[0] if archs else (model_types[0] if model_types else '?')} is not "
+        f"supported ({what}); it is a MoE model ({counts} {where}) but the tuner does not know which fields hold "
+        f"its expert sizes. Supported architectures: {', '.join(known_architectures())}; model types: "
+        f"{', '.join(known_model_types())}"
     )

@@ -12,13 +12,16 @@ from typing import Any
 from tuner.errors import ModelConfigError
 from tuner.kernels.base import MoeShape, Quant
 from tuner.models.config import ModelConfig
-from tuner.models.families import FusionPolicy, MoeFamily
+from tuner.models.families import MoeFamily
+from tuner.models.fusion import SGLANG_VERSION, FusionDecision, FusionDevice, decide_fusion
 
-__all__ = ["default_shared_experts_fusion", "derive_moe_shape", "dtype_label", "quant_of"]
-
-_FUSING_MODELS = (
-    "DeepSeek-V3/R1, Kimi-K2 (DeepseekV3ForCausalLM) and GLM-4.5/4.6/4.7 incl. Air (Glm4MoeForCausalLM)"
-)
+__all__ = [
+    "default_shared_experts_fusion",
+    "derive_moe_shape",
+    "dtype_label",
+    "quant_of",
+    "shared_experts_fusion_decision",
+]
 
 
 def derive_moe_shape(
@@ -26,11 +29,13 @@ def derive_moe_shape(
     tp: int = 1,
     ep: int = 1,
     shared_experts_fusion: bool | None = None,
+    device: FusionDevice | None = None,
 ) -> MoeShape:
     """The fused-MoE shape one GPU runs for `cfg` under tensor parallelism `tp` and expert parallelism `ep`.
 
     E = routed experts / ep (+1 when the shared expert is fused); N = expert intermediate size / (tp / ep);
-    K = hidden size. `shared_experts_fusion=None` follows SGLang's default for the architecture.
+    K = hidden size. `shared_experts_fusion=None` follows SGLang 0.5.23's rule for the architecture, expert
+    count, ep and `device` (default: an NVIDIA sm90 GPU); True is SGLang's `--enforce-shared-experts-fusion`.
     """
     _check_parallelism(tp, ep)
     family = cfg.family
@@ -39,9 +44,8 @@ def derive_moe_shape(
     routed_experts = _positive_int_field(cfg, section, family.experts_field)
     expert_intermediate = _positive_int_field(cfg, section, family.intermediate_field)
     top_k = _positive_int_field(cfg, section, family.top_k_field)
-    shared_experts = _shared_expert_count(cfg, section, family)
-    fused = _fused_shared_experts(cfg, family, shared_experts, ep, shared_experts_fusion)
     quant, block_shape = quant_of(cfg)
+    fused = _fused_shared_experts(cfg, ep, device, shared_experts_fusion)
 
     if routed_experts % ep:
         raise ModelConfigError(
@@ -70,11 +74,29 @@ def derive_moe_shape(
     )
 
 
-def default_shared_experts_fusion(cfg: ModelConfig, ep: int = 1) -> bool:
-    """Whether SGLang fuses the shared expert into the MoE kernel for this model by default."""
+def default_shared_experts_fusion(cfg: ModelConfig, ep: int = 1, device: FusionDevice | None = None) -> bool:
+    """Whether SGLang 0.5.23 fuses the shared expert into the MoE kernel for this model by default."""
+    return shared_experts_fusion_decision(cfg, ep, device).fused_shared_experts > 0
+
+
+def shared_experts_fusion_decision(
+    cfg: ModelConfig, ep: int = 1, device: FusionDevice | None = None, *, enforce: bool = False
+) -> FusionDecision:
+    """SGLang 0.5.23's default (or, with `enforce`, `--enforce-shared-experts-fusion`) fusion for `cfg`, with
+    the reason when it does not fuse (see tuner.models.fusion)."""
     family = cfg.family
-    shared = _shared_expert_count(cfg, cfg.text, family)
-    return _default_fusion(family, shared, ep)
+    section = cfg.text
+    qc = cfg.raw.get("quantization_config") or section.get("quantization_config")
+    return decide_fusion(
+        family.fusion,
+        architecture=cfg.architecture,
+        routed_experts=_positive_int_field(cfg, section, family.experts_field),
+        shared_experts=_shared_expert_count(cfg, section, family),
+        quant_method=qc.get("quant_method") if isinstance(qc, Mapping) else None,
+        ep=ep,
+        device=device or FusionDevice(),
+        enforce=enforce,
+    )
 
 
 def dtype_label(shape: MoeShape) -> str:
@@ -131,7 +153,7 @@ def _check_parallelism(tp: int, ep: int) -> None:
 
 
 def _where(cfg: ModelConfig, section: Mapping[str, Any]) -> str:
-    return f"{cfg.source} (in text_config)" if section is not cfg.raw else cfg.source
+    return f"{cfg.source} (in {cfg.text_path})" if section is not cfg.raw else cfg.source
 
 
 def _positive_int_field(cfg: ModelConfig, section: Mapping[str, Any], name: str) -> int:
@@ -162,43 +184,29 @@ def _shared_expert_count(cfg: ModelConfig, section: Mapping[str, Any], family: M
     return value
 
 
-def _default_fusion(family: MoeFamily, shared_experts: int, ep: int) -> bool:
-    if shared_experts != 1:
-        return False
-    if family.fusion is FusionPolicy.ALWAYS:
-        return True
-    if family.fusion is FusionPolicy.UNLESS_EP:
-        return ep == 1
-    return False
-
-
 def _fused_shared_experts(
-    cfg: ModelConfig, family: MoeFamily, shared_experts: int, ep: int, requested: bool | None
+    cfg: ModelConfig, ep: int, device: FusionDevice | None, requested: bool | None
 ) -> int:
-    if requested is None:
-        return 1 if _default_fusion(family, shared_experts, ep) else 0
-    if not requested:
+    if requested is False:
         return 0
-    if shared_experts == 0:
+    decision = shared_experts_fusion_decision(cfg, ep, device, enforce=bool(requested))
+    fused = decision.fused_shared_experts
+    if requested and not fused:
+        if _shared_expert_count(cfg, cfg.text, cfg.family) == 0:
+            raise ModelConfigError(
+                f"{cfg.name} has no shared expert, so there is nothing to fuse; drop --shared-experts-fusion"
+            )
+        hint = " or use --ep 1" if "expert parallelism" in decision.reason else ""
         raise ModelConfigError(
-            f"{cfg.name} has no shared expert, so there is nothing to fuse; drop --shared-experts-fusion"
+            f"{decision.reason} (SGLang {SGLANG_VERSION}, even with --enforce-shared-experts-fusion), so no engine "
+            f"would load a fused file for {cfg.name}; drop --shared-experts-fusion{hint}"
         )
-    if shared_experts != 1:
+    if fused > 1:
         raise ModelConfigError(
-            f"{cfg.name} has {shared_experts} shared experts; the engines fuse only a single shared expert; "
-            f"drop --shared-experts-fusion"
+            f"SGLang would fuse all {fused} shared experts of {cfg.name}; the tuner times a single fused shared "
+            f"expert only: pass --no-shared-experts-fusion"
         )
-    if family.fusion is FusionPolicy.NEVER:
-        raise ModelConfigError(
-            f"SGLang does not fuse the shared expert of {family.name} models (it does for {_FUSING_MODELS}); "
-            f"drop --shared-experts-fusion"
-        )
-    if family.fusion is FusionPolicy.UNLESS_EP and ep > 1:
-        raise ModelConfigError(
-            f"SGLang turns GLM shared-expert fusion off with expert parallelism (ep={ep}), so no engine would load "
-            f"a fused file; drop --shared-experts-fusion or use --ep 1"
-        )
-    return 1
+    return fused
 
 
 def _block_shape(cfg: ModelConfig, value: Any, field_name: str) -> tuple[int, int]:

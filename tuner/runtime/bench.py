@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tuner.errors import EngineError, TunerError
+from tuner.errors import DatabaseError, EngineError, TunerError
 from tuner.runtime.compare import Comparison, EngineFigures, compare, engine_figures
 from tuner.runtime.engines import UnknownFlagError, get_engine, normalize_flag, validate_flags
 from tuner.runtime.engines.base import FlagValue
@@ -59,7 +59,7 @@ class BenchSpec:
 @dataclass(frozen=True)
 class BenchResult:
     status: str  # "ok" | "failed"
-    # launch: oom, cuda_graph, invalid_argument, port_in_use, timeout, crash; later: crash (engine died under
+    # launch: oom, kv_cache, cuda_graph, invalid_argument, port_in_use, timeout, crash; later: crash (engine died under
     # load), bad_metrics (/metrics unreadable), request_failed (every warm-up request refused)
     failure_kind: str | None
     error: str | None
@@ -79,6 +79,7 @@ class BenchResult:
     log_path: str | None
     stage_seconds: dict[str, float]
     run_id: int | None = None
+    store_error: str | None = None  # why the finished run could not be recorded (read-only or locked database)
 
     @property
     def ok(self) -> bool:
@@ -151,7 +152,8 @@ def run_bench(spec: BenchSpec, *, db: Any = None) -> BenchResult:
     """Run one trial end to end; engine failures come back as a failed BenchResult (kind + log tail).
 
     TunerErrors about the request itself (a bad workload file, an unknown engine) are raised. The engine's
-    process group is gone when this returns, also on Ctrl-C. With `db`, the result is recorded.
+    process group is gone when this returns, also on Ctrl-C. With `db`, the result is recorded; when the
+    database refuses it, `store_error` says why and the result is returned all the same.
     """
     engine = get_engine(spec.engine, **dict(spec.engine_options))
     stages = StageTimer()
@@ -261,9 +263,13 @@ def run_bench(spec: BenchSpec, *, db: Any = None) -> BenchResult:
 
 
 def _record(result: BenchResult, db: Any) -> BenchResult:
+    """Store `result`; a database that refuses it (read-only, locked) never costs the measured run."""
     if db is None:
         return result
     from tuner.store.bench import record_bench_run
 
-    run_id = record_bench_run(db, **result.record_fields())
+    try:
+        run_id = record_bench_run(db, **result.record_fields())
+    except DatabaseError as exc:
+        return replace(result, store_error=str(exc))
     return replace(result, run_id=run_id)

@@ -1,7 +1,7 @@
 """Start an engine as a child process group, wait until it is ready, and always tear the whole group down.
 
-Failures become `EngineLaunchError` with a kind read from the log ("oom", "cuda_graph", "invalid_argument",
-"port_in_use", "timeout", "crash"). This module knows no metrics and sends no load.
+Failures become `EngineLaunchError` with a kind read from the log ("oom", "kv_cache", "cuda_graph",
+"invalid_argument", "port_in_use", "timeout", "crash"). This module knows no metrics and sends no load.
 """
 
 from __future__ import annotations
@@ -29,11 +29,18 @@ from tuner.runtime.engines.base import Engine, FlagValue
 
 log = logging.getLogger(__name__)
 
-FAILURE_KINDS: tuple[str, ...] = ("oom", "cuda_graph", "invalid_argument", "port_in_use", "timeout", "crash")
+FAILURE_KINDS: tuple[str, ...] = (
+    "oom", "kv_cache", "cuda_graph", "invalid_argument", "port_in_use", "timeout", "crash",
+)
 
-# First match wins: an OOM met while capturing CUDA graphs is still an OOM.
+# First match wins: an OOM met while capturing CUDA graphs is still an OOM; any other capture failure (an
+# illegal memory access, a kernel error) is "cuda_graph", which is not memory exhaustion.
 _FAILURE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("oom", re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory", re.IGNORECASE)),
+    # too little static memory for a KV cache: SGLang 0.5.23 "Not enough memory. Please try to increase
+    # --mem-fraction-static", vLLM 0.33 "No available memory for the cache blocks"; more memory fixes it
+    ("kv_cache", re.compile(r"Not enough memory\. Please try to increase --mem-fraction-static"
+                            r"|No available memory for the cache blocks", re.IGNORECASE)),
     ("cuda_graph", re.compile(r"captur\w* (cuda )?graph\w* fail|cuda ?graph\w* captur\w* fail"
                               r"|failed to captur\w* (cuda )?graph", re.IGNORECASE)),
     ("invalid_argument", re.compile(r"unrecognized arguments|error: argument|invalid choice", re.IGNORECASE)),

@@ -32,6 +32,8 @@ POSTGRES_DRIVER_HINT = (
     "pip install psycopg[binary] (or: pip install 'tuner[postgres]') and use a URL like "
     "postgresql+psycopg://user:password@host:5432/tuner"
 )
+# SQLite's words for a file that is not a database at all, and for one that is truncated or damaged
+_CORRUPT_SIGNS = ("file is not a database", "file is encrypted", "database disk image is malformed")
 _READ_ONLY = "tuner_read_only"  # execution option: a SQLite transaction that will not write (plain BEGIN)
 
 T = TypeVar("T")
@@ -284,10 +286,10 @@ def translate_error(exc: sa_exc.DBAPIError, url: str, *, connecting: bool = Fals
             f"cannot open the SQLite file {sqlite_file}: check that its folder exists and is writable, "
             "or choose another database with --database-url / TUNER_DATABASE_URL."
         )
-    if "file is not a database" in lower or "file is encrypted" in lower:
+    if any(sign in lower for sign in _CORRUPT_SIGNS):
         return DatabaseError(
-            f"{sqlite_file} is not a SQLite database: move it away or choose another file with "
-            "--database-url / TUNER_DATABASE_URL."
+            f"{sqlite_file or shown} is not a SQLite database, or a damaged one ({message}): move it away or "
+            "choose another file with --database-url / TUNER_DATABASE_URL."
         )
     if "readonly database" in lower or "read-only" in lower:
         return DatabaseError(f"the database {shown} is read-only: check the file's permissions ({message}).")
@@ -362,9 +364,7 @@ def _sqlite_file(parsed: URL) -> str | None:
 
 def _known_problem(exc: sa_exc.DBAPIError) -> bool:
     lower = _first_line(exc).lower()
-    return any(
-        s in lower for s in ("file is not a database", "file is encrypted", "disk is full", "readonly")
-    )
+    return any(s in lower for s in (*_CORRUPT_SIGNS, "disk is full", "readonly"))
 
 
 def _first_line(exc: sa_exc.DBAPIError) -> str:

@@ -140,6 +140,30 @@ def test_invalid_spaces_and_unknown_flags_are_refused_before_any_launch(tmp_path
     assert not (tmp_path / "logs").exists()  # nothing was launched
 
 
+@pytest.mark.parametrize(
+    ("model", "base_flag", "reason"),
+    [
+        ("nosuch/model", "", "cannot derive a simulated model profile from --model-path 'nosuch/model'"),
+        ("zai-org/GLM-4.7-FP8", "page-size: x", "--page-size: invalid int value: 'x'"),
+    ],
+    ids=["unknown-model", "bad-base-flag"],
+)
+def test_a_baseline_that_cannot_launch_stops_the_search_with_the_engines_reason(tmp_path, capsys, model,
+                                                                                base_flag, reason):
+    args = _args(tmp_path, "--trials", "6", "--repeats", "0")
+    args[args.index("--model") + 1] = model
+    if base_flag:
+        (tmp_path / "space.yaml").write_text(SPACE.replace("startup-seconds: 0.2", f"startup-seconds: 0.2, {base_flag}"))
+    assert _run_cli(args, tmp_path) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("tuner: error: the baseline") and reason in line and "search stopped" in line
+    assert len(list((tmp_path / "logs").iterdir())) == 1  # one launch, not six
+    # resumed, the study starts by checking the baseline again (the environment may have been fixed)
+    assert _run_cli(args, tmp_path) == 2
+    assert "trial 1 (2/6): baseline" in capsys.readouterr().out
+
+
 def test_a_killed_search_resumes_and_keeps_the_interrupted_trial_as_failed(tmp_path):
     env = {**os.environ, "TUNER_DATA_DIR": str(tmp_path)}
     argv = [sys.executable, "-m", "tuner", "flag-search", *_args(tmp_path, "--trials", "7", "--repeats", "0")]

@@ -102,7 +102,19 @@ def test_a_search_records_baseline_ooms_constraints_and_a_robust_best(db):
     assert study.user_attrs["slos"] == ["ttft_p99<=2000ms", "tpot_p99<=50ms"]
 
 
-def test_the_report_and_export(db, tmp_path):
+def test_a_crash_during_graph_capture_is_not_taken_for_an_out_of_memory(db):
+    # "CUDA error: an illegal memory access was encountered" while capturing graphs: a crash, not memory
+    def crashes(flags):
+        value = landscape(flags)
+        return "cuda_graph" if value == "oom" else value
+
+    outcome = run_study(db, _config(name="crash", n_trials=14, repeats=0), FakeEvaluator(crashes), out=lambda s: None)
+    rows = store.list_trials(db, outcome.study.id, "search")
+    assert any(r.failure_kind == "cuda_graph" and r.status == "infeasible" for r in rows)
+    assert not [r for r in rows if r.status == "skipped"]  # larger-memory candidates are still launched
+
+
+def test_the_report_and_export(db, tmp_path, capsys):
     run_study(db, _config(n_trials=8, repeats=0), FakeEvaluator(landscape), out=lambda s: None)
     paths = export_flag_study(db, "s", tmp_path / "out")
     names = {p.name for p in paths}
@@ -121,6 +133,15 @@ def test_the_report_and_export(db, tmp_path):
     assert export_flag_study(db, "s", tmp_path / "out", force=True)
     with pytest.raises(ExportError, match="no flag study named 'nope'"):
         export_flag_study(db, "nope", tmp_path / "x")
+    # an --out that cannot be a folder is one line from the command, never a traceback
+    from tuner.cli import main
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for out, words in ((a_file, "is a file, not a folder"), (a_file / "sub", "a part of the path is a file")):
+        assert main(["--database-url", db.url, "export", "--flag-study", "s", "--out", str(out)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("tuner: error: ") and words in line and str(out) in line
 
 
 def test_an_interrupted_trial_is_kept_as_failed_and_run_again(db):
@@ -219,3 +240,22 @@ def test_local_search_starts_next_to_the_engine_defaults_and_climbs(db):
     changed = [sum(a.params.get(k) != b.params.get(k) for k in a.params) for a, b in zip(ev.calls[2:],
                                                                                     ev.calls[1:])]
     assert changed.count(1) >= 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "never_ready", "log", "stops"),
+    [
+        ("crash", True, "OSError: nosuch/model is not a local folder and is not a valid model identifier", True),
+        ("invalid_argument", True, "launch_server.py: error: argument --page-size: invalid int value: 'x'", True),
+        ("oom", True, "torch.OutOfMemoryError: CUDA out of memory", False),  # a smaller setting may fit
+        ("cuda_graph", True, "Capture cuda graph failed: an illegal memory access was encountered", False),
+        ("timeout", True, "loading weights", False),
+        ("crash", False, "RuntimeError: died under load", False),  # it launched: candidates may differ
+        ("crash", True, "ValueError: chunked_prefill_size must be a multiple of page_size", False),  # searched
+    ],
+)
+def test_only_a_baseline_failure_no_searched_flag_can_change_stops_the_search(kind, never_ready, log, stops):
+    from tuner.search.flags.feasibility import baseline_blocker
+
+    reason = baseline_blocker(kind, never_ready, f"[tuner] argv: [...]\n{log}\n", "sim exited", SPACE["params"])
+    assert (reason == log) if stops else reason is None

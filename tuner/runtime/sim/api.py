@@ -182,11 +182,11 @@ def create_app(state: ServerState) -> FastAPI:
         return None
 
     def submit(
-        prompt_ids: list[int], max_new: int, tool_like: bool, rid: str | None = None
+        prompt_ids: list[int], max_new: int, tool_like: bool, rid: str | None = None, *, streaming: bool
     ) -> RequestHandle | JSONResponse:
         assert state.engine is not None
         try:
-            return state.engine.submit(prompt_ids, max_new, tool_like=tool_like, rid=rid)
+            return state.engine.submit(prompt_ids, max_new, tool_like=tool_like, rid=rid, streaming=streaming)
         except RequestRejected as exc:
             return _error(400, str(exc))
 
@@ -287,7 +287,8 @@ def create_app(state: ServerState) -> FastAPI:
             return _error(400, "Either text or input_ids must be given.")
         max_new = body.sampling_params.max_new_tokens
         handle = submit(
-            prompt_ids, DEFAULT_MAX_NEW_TOKENS if max_new is None else max_new, tool_like, body.rid
+            prompt_ids, DEFAULT_MAX_NEW_TOKENS if max_new is None else max_new, tool_like, body.rid,
+            streaming=body.stream,
         )
         if isinstance(handle, JSONResponse):
             return handle
@@ -343,7 +344,7 @@ def create_app(state: ServerState) -> FastAPI:
         if body.n != 1:
             return _error(400, "Only n=1 is supported by the simulator.")
         max_new = DEFAULT_COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
-        handle = submit(prompt_ids, max_new, tool_like)
+        handle = submit(prompt_ids, max_new, tool_like, streaming=body.stream)
         if isinstance(handle, JSONResponse):
             return handle
         assert state.engine is not None
@@ -396,7 +397,8 @@ def create_app(state: ServerState) -> FastAPI:
             for m in messages
         )
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        handle = submit(prompt_ids, DEFAULT_MAX_NEW_TOKENS if limit is None else limit, tool_like)
+        handle = submit(prompt_ids, DEFAULT_MAX_NEW_TOKENS if limit is None else limit, tool_like,
+                        streaming=body.stream)
         if isinstance(handle, JSONResponse):
             return handle
         assert state.engine is not None

@@ -56,6 +56,7 @@ class RequestHandle:
     first_token_s: float | None = None
     last_token_s: float | None = None
     finished_s: float | None = None
+    streaming: bool = False  # SGLang labels TTFT, E2E and token counters with is_streaming
 
     @property
     def rid(self) -> str:
@@ -161,6 +162,7 @@ class Engine:
         *,
         tool_like: bool = False,
         rid: str | None = None,
+        streaming: bool = False,
         internal: bool = False,
     ) -> RequestHandle:
         if not prompt_ids:
@@ -191,7 +193,7 @@ class Engine:
             generator=generator,
             internal=internal,
         )
-        handle = RequestHandle(req, asyncio.get_running_loop().time())
+        handle = RequestHandle(req, asyncio.get_running_loop().time(), streaming=streaming)
         self._handles[rid] = handle
         self.scheduler.submit(req)
         self._wake.set()
@@ -247,6 +249,7 @@ class Engine:
                 if self.scheduler.has_work():
                     await asyncio.sleep(IDLE_RETRY_S)
                 else:
+                    self._publish_idle()
                     await self._wake.wait()
                 busy_until = loop.time()
                 continue
@@ -293,7 +296,7 @@ class Engine:
                 continue
             if m is not None and not req.internal and ids:
                 if handle.first_token_s is None:
-                    m.ttft.observe(now - handle.arrival_s)
+                    m.observe_first_token(now - handle.arrival_s, handle.streaming)
                 else:
                     m.observe_tokens(now - (handle.last_token_s or now), len(ids))
             if ids:
@@ -308,7 +311,8 @@ class Engine:
             handle.finished_s = now
             if m is not None and not req.internal:
                 m.observe_finished(
-                    len(req.prompt_ids), len(req.output_ids), req.cached_tokens, now - handle.arrival_s
+                    len(req.prompt_ids), len(req.output_ids), req.cached_tokens, now - handle.arrival_s,
+                    streaming=handle.streaming,
                 )
         if m is None:
             return
@@ -332,6 +336,22 @@ class Engine:
                 self.last_gen_throughput = stats.decode_tokens / (now - self._last_refresh_s)
                 m.gen_throughput.set(self.last_gen_throughput)
             self._last_refresh_s = now
+
+    def _publish_idle(self) -> None:
+        """SGLang 0.5.23 republishes its gauges when the scheduler goes idle (the running-requests gauge
+        disagreeing with the empty batch triggers it at once): nothing running, no generation throughput,
+        the queue and the token pool as they are."""
+        m, s = self.metrics, self.scheduler
+        if m is None:
+            return
+        m.num_running_reqs.set(len(s.running))
+        m.num_queue_reqs.set(len(s.waiting))
+        m.num_used_tokens.set(s.used_tokens)
+        capacity = self.plan.max_total_num_tokens
+        m.token_usage.set(s.used_tokens / capacity if capacity else 0.0)
+        m.gen_throughput.set(0.0)
+        self.last_gen_throughput = 0.0
+        self._last_refresh_s = None
 
     # ---- introspection --------------------------------------------------------------------------
     def internal_states(self) -> dict[str, object]:

@@ -1,11 +1,16 @@
-"""Prometheus metrics of the simulated server with SGLang's exact names, labels and default buckets,
+"""Prometheus metrics of the simulated server with SGLang 0.5.23's exact names, labels and default buckets,
 in a dedicated CollectorRegistry (so several servers can live in one test process).
+
+As in SGLang, tokenizer-side series (TTFT, ITL, E2E, token and request counters) carry `model_name` and
+`engine_type` (+ `is_streaming` where SGLang adds it); scheduler-side ones (queue time, gauges, realtime
+tokens, CUDA graph passes) also `tp_rank`, `pp_rank`, `moe_ep_rank`.
 
 Only recording and exposition; when to observe what is the engine's decision.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -60,36 +65,12 @@ DEFAULT_E2E_BUCKETS_S = (
     1800,
     2400,
 )
+# SGLang 0.5.23 SchedulerMetricsCollector: sub-100 ms edges, so short queue times do not all land in one bucket
 QUEUE_TIME_BUCKETS_S = (
-    0.0,
-    0.1,
-    0.2,
-    0.5,
-    1,
-    2,
-    3,
-    4,
-    5,
-    10,
-    15,
-    20,
-    30,
-    40,
-    50,
-    60,
-    70,
-    80,
-    90,
-    100,
-    200,
-    300,
-    400,
-    500,
-    600,
-    1200,
-    1800,
-    2400,
+    0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 3, 4, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100,
+    200, 300, 400, 500, 600, 700, 800, 900, 1000, 1200, 1400, 1600, 1800, 2000, 2500, 3000,
 )
+_CREATED = re.compile(r"^(# (HELP|TYPE) )?[\w:]+_created[{ ]")
 CACHE_SOURCE = "device"  # the GPU radix cache (no host or storage tiers in the simulator)
 
 
@@ -104,8 +85,8 @@ class SimMetrics:
     ) -> None:
         self.registry = CollectorRegistry()
         extra = dict(extra_labels or {})
-        base = {"model_name": model_name, **extra}
-        gauge_labels = {
+        tokenizer = {"model_name": model_name, "engine_type": "unified", **extra}
+        scheduler = {
             "model_name": model_name,
             "engine_type": "unified",
             "tp_rank": "0",
@@ -113,52 +94,62 @@ class SimMetrics:
             "moe_ep_rank": "0",
             **extra,
         }
+        gauge_labels = scheduler
         r = self.registry
+        self._tokenizer_labels = tokenizer
 
-        def hist(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
-            return Histogram(name, doc, list(base), buckets=list(buckets), registry=r)
+        def hist(name: str, doc: str, buckets: Sequence[float], labels: Mapping[str, str],
+                 more: Sequence[str] = ()) -> Histogram:
+            return Histogram(name, doc, [*labels, *more], buckets=list(buckets), registry=r)
 
-        def counter(name: str, doc: str, more: Sequence[str] = ()) -> Counter:
-            return Counter(name, doc, [*base, *more], registry=r)
+        def counter(name: str, doc: str, labels: Mapping[str, str], more: Sequence[str] = ()) -> Counter:
+            return Counter(name, doc, [*labels, *more], registry=r)
 
-        self.ttft = hist(
+        self.ttft_by_stream = hist(
             "sglang:time_to_first_token_seconds",
             "Histogram of time to first token in seconds.",
             ttft_buckets_s or DEFAULT_TTFT_BUCKETS_S,
-        ).labels(**base)
+            tokenizer,
+            ["is_streaming"],
+        )
         self.itl = hist(
             "sglang:inter_token_latency_seconds",
             "Histogram of inter-token latency in seconds.",
             itl_buckets_s or DEFAULT_ITL_BUCKETS_S,
-        ).labels(**base)
-        self.e2e = hist(
+            tokenizer,
+        ).labels(**tokenizer)
+        self.e2e_by_stream = hist(
             "sglang:e2e_request_latency_seconds",
             "Histogram of End-to-end request latency in seconds",
             e2e_buckets_s or DEFAULT_E2E_BUCKETS_S,
-        ).labels(**base)
+            tokenizer,
+            ["is_streaming"],
+        )
         self.queue_time = hist(
-            "sglang:queue_time_seconds", "Histogram of queueing time in seconds.", QUEUE_TIME_BUCKETS_S
-        ).labels(**base)
-        self.prompt_tokens = counter("sglang:prompt_tokens", "Number of prefill tokens processed.").labels(
-            **base
+            "sglang:queue_time_seconds", "Histogram of queueing time in seconds.", QUEUE_TIME_BUCKETS_S, scheduler
+        ).labels(**scheduler)
+        self.prompt_tokens_by_stream = counter(
+            "sglang:prompt_tokens", "Number of prefill tokens processed.", tokenizer, ["is_streaming"]
         )
-        self.generation_tokens = counter(
-            "sglang:generation_tokens", "Number of generation tokens processed."
-        ).labels(**base)
+        self.generation_tokens_by_stream = counter(
+            "sglang:generation_tokens", "Number of generation tokens processed.", tokenizer, ["is_streaming"]
+        )
         self.cached_tokens = counter(
-            "sglang:cached_tokens", "Number of cached prompt tokens.", ["cache_source"]
-        ).labels(**base, cache_source=CACHE_SOURCE)
-        self.num_requests = counter("sglang:num_requests", "Number of requests processed.").labels(**base)
-        self.num_aborted = counter("sglang:num_aborted_requests", "Number of requests aborted.").labels(
-            **base
+            "sglang:cached_tokens", "Number of cached prompt tokens.", tokenizer, ["cache_source"]
+        ).labels(**tokenizer, cache_source=CACHE_SOURCE)
+        self.num_requests_by_stream = counter(
+            "sglang:num_requests", "Number of requests processed.", tokenizer, ["is_streaming"]
         )
-        realtime = counter("sglang:realtime_tokens", "Tokens processed, by mode.", ["mode"])
-        self.realtime_prefill_compute = realtime.labels(**base, mode="prefill_compute")
-        self.realtime_prefill_cache = realtime.labels(**base, mode="prefill_cache")
-        self.realtime_decode = realtime.labels(**base, mode="decode")
-        passes = counter("sglang:cuda_graph_passes", "Forward passes, by CUDA graph use.", ["mode"])
-        self.graph_passes = passes.labels(**base, mode="cuda_graph")
-        self.eager_passes = passes.labels(**base, mode="eager")
+        self.num_aborted = counter("sglang:num_aborted_requests", "Number of requests aborted.", tokenizer).labels(
+            **tokenizer
+        )
+        realtime = counter("sglang:realtime_tokens", "Tokens processed, by mode.", scheduler, ["mode"])
+        self.realtime_prefill_compute = realtime.labels(**scheduler, mode="prefill_compute")
+        self.realtime_prefill_cache = realtime.labels(**scheduler, mode="prefill_cache")
+        self.realtime_decode = realtime.labels(**scheduler, mode="decode")
+        passes = counter("sglang:cuda_graph_passes", "Forward passes, by CUDA graph use.", scheduler, ["mode"])
+        self.graph_passes = passes.labels(**scheduler, mode="cuda_graph")
+        self.eager_passes = passes.labels(**scheduler, mode="eager")
 
         def gauge(name: str, doc: str) -> Gauge:
             return Gauge(name, doc, list(gauge_labels), registry=r).labels(**gauge_labels)
@@ -185,15 +176,26 @@ class SimMetrics:
         for _ in range(num_tokens):
             self.itl.observe(per_token)
 
+    def _stream(self, streaming: bool) -> dict[str, str]:
+        return {**self._tokenizer_labels, "is_streaming": "true" if streaming else "false"}
+
+    def observe_first_token(self, ttft_s: float, streaming: bool = False) -> None:
+        self.ttft_by_stream.labels(**self._stream(streaming)).observe(ttft_s)
+
     def observe_finished(
-        self, prompt_tokens: int, generation_tokens: int, cached_tokens: int, e2e_latency_s: float
+        self, prompt_tokens: int, generation_tokens: int, cached_tokens: int, e2e_latency_s: float,
+        *, streaming: bool = False,
     ) -> None:
-        self.prompt_tokens.inc(prompt_tokens)
-        self.generation_tokens.inc(generation_tokens)
+        labels = self._stream(streaming)
+        self.prompt_tokens_by_stream.labels(**labels).inc(prompt_tokens)
+        self.generation_tokens_by_stream.labels(**labels).inc(generation_tokens)
         if cached_tokens > 0:
             self.cached_tokens.inc(cached_tokens)
-        self.num_requests.inc()
-        self.e2e.observe(e2e_latency_s)
+        self.num_requests_by_stream.labels(**labels).inc()
+        self.e2e_by_stream.labels(**labels).observe(e2e_latency_s)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text format as SGLang 0.5.23 serves it: through prometheus_client's multiprocess collector,
+        which has no `_created` series."""
+        lines = generate_latest(self.registry).decode().splitlines(keepends=True)
+        return "".join(line for line in lines if not _CREATED.match(line)).encode()

@@ -1,6 +1,7 @@
-"""Learning where configs crash: a config that ran out of memory (OOM, CUDA graph capture) teaches that
-every config needing at least as much memory will fail too, so those are recorded as predicted-infeasible
-instead of being launched. "At least as much": every memory-pressure flag (mem-fraction-static,
+"""Learning where configs run out of memory: a config whose engine log shows CUDA out of memory (at load,
+warm-up or CUDA graph capture) teaches that every config needing at least as much memory will fail too, so
+those are recorded as predicted-infeasible instead of being launched. Other failures (a crash, an illegal
+memory access during graph capture, a KV cache too small) say nothing about larger settings and never count. "At least as much": every memory-pressure flag (mem-fraction-static,
 cuda-graph-max-bs, chunked-prefill-size, ...) at or beyond the failed value, every other flag that can
 change memory equal, environment equal.
 
@@ -10,6 +11,7 @@ Pure comparisons of flag mappings; nothing is launched here.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +46,7 @@ MEMORY_NEUTRAL: frozenset[str] = frozenset({
     "speculative-suffix-max-spec-factor", "speculative-suffix-max-spec-offset",
     "speculative-suffix-min-token-prob",
 })
-MEMORY_FAILURE_KINDS = ("oom", "cuda_graph")
+MEMORY_FAILURE_KINDS = ("oom",)  # only real memory exhaustion predicts that more memory fails too
 UNLIMITED_MINUS_ONE = frozenset({"chunked-prefill-size"})  # -1 disables chunking: the largest setting
 
 
@@ -110,3 +112,25 @@ def predicted_failure(candidate: Candidate, failures: Iterable[MemoryFailure],
         if dict(candidate.env) == dict(f.env) and needs_at_least(candidate.flags, f.flags, directions):
             return f
     return None
+
+
+# Launch failures of the baseline that no searched flag can change: the engine refused an argument it was
+# given (the base flags, the model), or died before answering /health for a reason that is not memory.
+BASELINE_BLOCKING_KINDS = ("invalid_argument", "crash")
+_REASON_LINE = re.compile(r"error|exception|not found|no such|not a valid|cannot|could not", re.IGNORECASE)
+
+
+def baseline_blocker(failure_kind: str | None, never_ready: bool, log_tail: str | None, error: str | None,
+                     searched_flags: Iterable[str]) -> str | None:
+    """Why no candidate can launch, judged from the baseline (base flags only) failing to start; None when
+    a searched flag might change the outcome (a memory failure, a timeout, or a log that names a searched
+    flag). The reason is the engine log's last error line (e.g. an unknown model, a rejected base flag)."""
+    if failure_kind not in BASELINE_BLOCKING_KINDS or not never_ready:
+        return None
+    text = log_tail or ""
+    for flag in searched_flags:
+        if flag in text or flag.replace("-", "_") in text:
+            return None
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("[tuner]")]
+    reason = next((line for line in reversed(lines) if _REASON_LINE.search(line)), None)
+    return reason or (error or "").strip().split("\n")[0] or failure_kind

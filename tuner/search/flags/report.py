@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from tuner.errors import ExportError, TunerError
+from tuner.paths import describe_os_error, writable_folder
 from tuner.store import flags as store
 from tuner.store.db import Database
 
@@ -236,7 +237,14 @@ def write_report(report: StudyReport, out_dir: str | Path, *, force: bool = Fals
     existing = [p for p in targets if p.exists()]
     if existing and not force:
         raise ExportError(f"{', '.join(str(p) for p in existing)} already exist(s); use --force to overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out, "--out")
+    try:
+        return _write_files(report, out)
+    except OSError as exc:
+        raise ExportError(f"cannot write the study's files into --out {out}: {describe_os_error(exc)}") from None
+
+
+def _write_files(report: StudyReport, out: Path) -> list[Path]:
     doc = summary(report)
     best = doc["best"]
     written: list[Path] = []

@@ -22,10 +22,11 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import TrialState
 
-from tuner.errors import TunerError
+from tuner.errors import NothingCanLaunchError, TunerError
 from tuner.search.flags.feasibility import (
     MEMORY_FAILURE_KINDS,
     MemoryFailure,
+    baseline_blocker,
     memory_directions,
     predicted_failure,
 )
@@ -490,6 +491,19 @@ class FlagStudyRun:
                             ("error", (outcome.error or "")[:500] or None),
                             ("goodput_tok_s", fields["goodput_tok_s"]), ("max_load", fields["max_load"])):
             trial.set_user_attr(name, value)
+        blocker = baseline_blocker(outcome.failure_kind, outcome.never_ready, outcome.log_tail, outcome.error,
+                                   [p.name for p in c.space.params]) if baseline else None
+        if blocker is not None:
+            # Every candidate would fail the same way: stop, and queue the baseline again so that a resumed
+            # study (after the environment is fixed) starts by checking it.
+            store.finish_trial(self.db, row, **{**fields, "status": "failed"})
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.study.enqueue_trial({}, user_attrs={"baseline": True, "retry_of": trial.number})
+            raise NothingCanLaunchError(
+                f"the baseline (base flags only) could not launch [{outcome.failure_kind}]: {blocker}. No searched "
+                f"flag can change that, so the search stopped after 1 launch; fix the model, engine or base flags "
+                f"(log: {outcome.log_path})"
+            )
         if outcome.status == "failed":
             store.finish_trial(self.db, row, **fields)
             self.study.tell(trial, state=TrialState.FAIL)

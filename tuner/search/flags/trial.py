@@ -33,7 +33,9 @@ from tuner.search.flags.space import Candidate
 
 STAGES = ("validate", "launch", "ready", "warmup", "measure", "scrape", "teardown")
 # Kinds a config causes (the search learns from them) vs kinds of the environment (the trial is retried).
-INFEASIBLE_KINDS = ("oom", "cuda_graph", "invalid_argument", "timeout", "crash", "slo", "predicted_oom")
+INFEASIBLE_KINDS = (
+    "oom", "kv_cache", "cuda_graph", "invalid_argument", "timeout", "crash", "slo", "predicted_oom",
+)
 ENVIRONMENT_KINDS = ("port_in_use", "bad_metrics", "request_failed", "interrupted")
 LOG_TAIL_LINES = 60
 
@@ -86,6 +88,7 @@ class TrialOutcome:
     log_path: str | None = None
     log_tail: str | None = None
     stage_seconds: Mapping[str, float] = field(default_factory=dict)
+    never_ready: bool = False  # refused before launch, or the engine never answered /health
 
     @property
     def search(self) -> LoadSearchResult | None:
@@ -121,7 +124,7 @@ def run_trial(settings: TrialSettings, candidate: Candidate, *, repeats: int = 1
             try:
                 validate_flags(flags, read_supported_flags(engine))
             except UnknownFlagError as exc:
-                return outcome("infeasible", "invalid_argument", str(exc))
+                return outcome("infeasible", "invalid_argument", str(exc), never_ready=True)
     t0 = time.monotonic()
     try:
         running = launch(engine, settings.model, flags, candidate.env, log_dir=settings.log_dir,
@@ -130,7 +133,7 @@ def run_trial(settings: TrialSettings, candidate: Candidate, *, repeats: int = 1
         stages.add("launch", time.monotonic() - t0)
         status = "failed" if exc.kind == "port_in_use" else "infeasible"
         first_line = str(exc).split("\n")[0].removesuffix(", last lines:")
-        return outcome(status, exc.kind, first_line,
+        return outcome(status, exc.kind, first_line, never_ready=True,
                        log_path=str(exc.log_path) if exc.log_path else None, log_tail=exc.log_tail or None)
     ready_s = running.ready_s or 0.0
     stages.add("launch", time.monotonic() - t0 - ready_s)
