@@ -16,7 +16,7 @@ import secrets
 import socket
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -124,9 +124,9 @@ def create_job(
 ) -> JobRecord:
     """Create a job with its units (queued in the order given), or return the job that has this key already.
 
-    `key` defaults to `job_key(kind, spec)`. Creating an existing job again adds the units it lacks (a resumed
-    sweep with more batch sizes) and leaves the others as they are; a different kind, spec or unit payload under
-    the same key is a JobError, and so is adding units to a cancelled job.
+    `key` defaults to `job_key(kind, spec)`. Creating an existing job again adds the units it lacks (a
+    resumed sweep with more batch sizes) and leaves the others as they are; a different kind, spec or unit
+    payload under the same key is a JobError, and so is adding units to a cancelled job.
     """
     kind = _name(kind, "job kind")
     spec_json = _json_object(spec, "the job spec")
@@ -157,7 +157,7 @@ def create_job(
             existing = dict(
                 session.execute(
                     sa.select(WorkUnit.key, WorkUnit.payload).where(WorkUnit.job_id == job.id)
-                ).tuples().all()
+                ).all()
             )
             for unit_key, payload in planned.items():
                 if unit_key in existing and _canonical(existing[unit_key]) != _canonical(payload):
@@ -166,7 +166,9 @@ def create_job(
                 raise JobError(f"job {key!r} was cancelled: give the new job its own key")
         for unit_key, payload in planned.items():
             if unit_key not in existing:
-                session.add(WorkUnit(job_id=job.id, key=unit_key, payload=payload, state="queued", attempts=0))
+                session.add(
+                    WorkUnit(job_id=job.id, key=unit_key, payload=payload, state="queued", attempts=0)
+                )
         session.flush()
         _refresh_job_state(session, job)
         return _job_record(job)
@@ -255,8 +257,10 @@ def list_progress(db: Database, *, states: Collection[str] | None = None) -> lis
         jobs = session.scalars(query).all()
         counts: dict[int, dict[str, int]] = {job.id: {} for job in jobs}
         rows = session.execute(
-            sa.select(WorkUnit.job_id, WorkUnit.state, sa.func.count()).group_by(WorkUnit.job_id, WorkUnit.state)
-        ).tuples()
+            sa.select(WorkUnit.job_id, WorkUnit.state, sa.func.count()).group_by(
+                WorkUnit.job_id, WorkUnit.state
+            )
+        )
         for job_id, state, n in rows:
             if job_id in counts:
                 counts[job_id][state] = n
@@ -288,16 +292,16 @@ def claim_unit(
     None when there is none. The worker holds it for `lease_s` seconds, extended by `heartbeat`.
 
     Claiming again after an expired lease counts another attempt; a unit whose lease expires after its job's
-    `max_attempts` claims is failed instead ("lease expired ..."), and the next unit is tried. Race-free across
-    processes and hosts: on PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED (two workers never
-    wait on each other, nor get the same unit), on SQLite the transaction holds the write lock (BEGIN IMMEDIATE);
-    on both the UPDATE checks the state it read and a lost race moves on to the next unit.
+    `max_attempts` claims is failed instead ("lease expired ..."), and the next unit is tried. Race-free
+    across processes and hosts: on PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED (two
+    workers never wait on each other, nor get the same unit), on SQLite the transaction holds the write lock
+    (BEGIN IMMEDIATE); on both the UPDATE checks the state it read, and a lost race moves on.
     """
     worker_id = _name(worker_id, "worker id")
     lease = _lease(lease_s)
     kind_list = None if kinds is None else [_name(kind, "job kind") for kind in kinds]
 
-    def work(session: Session) -> Claim | bool | None:
+    def work(session: Session) -> Claim | Literal[True] | None:
         """A Claim; None when nothing is claimable; True to look again (a unit was failed, or a race lost)."""
         now = _now(session)
         query = (
@@ -361,13 +365,17 @@ def heartbeat(db: Database, unit_id: int, worker_id: str, *, lease_s: float = DE
 
     def work(session: Session) -> UnitRecord:
         now = _now(session)
-        _owned_update(session, unit_id, worker_id, "heartbeat", lease_expires_at=now + lease, heartbeat_at=now)
+        _owned_update(
+            session, unit_id, worker_id, "heartbeat", lease_expires_at=now + lease, heartbeat_at=now
+        )
         return _unit_record(_unit_row(session, unit_id))
 
     return db.transaction(work)
 
 
-def complete(db: Database, unit_id: int, worker_id: str, result: Mapping[str, Json] | None = None) -> UnitRecord:
+def complete(
+    db: Database, unit_id: int, worker_id: str, result: Mapping[str, Json] | None = None
+) -> UnitRecord:
     """Mark a unit `worker_id` holds as done, with its result; LeaseLostError when the worker no longer holds
     it (then the result is not kept). The job finishes with its last unit."""
     result_json = None if result is None else _json_object(result, f"the result of unit {unit_id}")
@@ -416,7 +424,7 @@ def live_workers(db: Database) -> list[WorkerStatus]:
             sa.select(WorkUnit.worker_id, WorkUnit.id, WorkUnit.heartbeat_at, WorkUnit.lease_expires_at)
             .where(WorkUnit.state == "claimed", WorkUnit.lease_expires_at >= now)
             .order_by(WorkUnit.id)
-        ).tuples()
+        )
         held: dict[str, list[tuple[int, dt.datetime, dt.datetime]]] = {}
         for worker, unit_id, beat, lease_end in rows:
             if worker is not None and beat is not None and lease_end is not None:
@@ -448,7 +456,7 @@ def _finish(db: Database, unit_id: int, worker_id: str, action: str, **values: o
     return db.transaction(work)
 
 
-def _owned_update(session: Session, unit_id: int, worker_id: str, action: str, **values: object) -> None:
+def _owned_update(session: Session, unit_id: int, worker_id: str, action: str, /, **values: object) -> None:
     """UPDATE the unit if `worker_id` holds it (this locks the row), else raise LeaseLostError saying why."""
     statement = (
         sa.update(WorkUnit)
@@ -510,7 +518,7 @@ def _refresh_job_state(session: Session, job: Job) -> None:
 def _unit_counts(session: Session, job_id: int) -> dict[str, int]:
     rows = session.execute(
         sa.select(WorkUnit.state, sa.func.count()).where(WorkUnit.job_id == job_id).group_by(WorkUnit.state)
-    ).tuples()
+    )
     return dict(rows.all())
 
 

@@ -1,8 +1,8 @@
 """SQLAlchemy models of jobs and their work units: the queue any worker on any host claims units from.
 
-A job (a kernel sweep, a flag search, an export) is split into units; a worker holds a unit under a lease that it
-extends by heartbeats. The functions using these rows are in `tuner.jobs.units`; the schema is created by
-migration 0004_work_units.
+A job (a kernel sweep, a flag search, an export) is split into units; a worker holds a unit under a lease
+that it extends by heartbeats. The functions using these rows are in `tuner.jobs.units`; the schema is
+created by migration 0004_work_units.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Job(Base):
 
 
 class WorkUnit(Base):
-    """One unit of a job (one batch size of a sweep, one engine launch), held by at most one worker at a time."""
+    """One unit of a job (a batch size of a sweep, an engine launch), held by at most one worker at a time."""
 
     __tablename__ = "work_units"
     __table_args__ = (
