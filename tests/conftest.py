@@ -1,22 +1,24 @@
 """Test-session setup: no GPU here, so Triton kernels run in the interpreter (must be set before import).
 
-Database fixtures shared by tests/store and tests/jobs: `db_url` / `db` give a fresh database per test, once on
-SQLite and once on PostgreSQL. PostgreSQL is TUNER_TEST_POSTGRES_URL when set (its tuner tables are dropped
-before each test), else a private server this test run starts from Debian's `postgresql` package and stops at
-the end. Without those binaries the PostgreSQL variants are skipped, unless TUNER_TEST_REQUIRE_POSTGRES=1 (CI
-sets it), which makes that a failure.
+Database fixtures shared by tests/store and tests/jobs: `db_url` / `db` give a fresh database per test,
+once on SQLite and once on PostgreSQL. PostgreSQL is TUNER_TEST_POSTGRES_URL when set (its tuner tables are
+dropped before each test), else a private server this test run starts from Debian's `postgresql` package and
+stops at the end. Without those binaries the PostgreSQL variants are skipped, unless
+TUNER_TEST_REQUIRE_POSTGRES=1 (CI sets it), which makes that a failure.
 """
+
+from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:
+    from tuner.store.db import Database
+
 os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from postgres_server import find_postgres_bin, running_postgres  # noqa: E402
-
-from tuner.store.db import Database, open_database  # noqa: E402
 
 
 def _skip_or_fail(reason: str) -> None:
@@ -32,6 +34,8 @@ def postgres_url() -> Iterator[str]:
     if configured:
         yield configured
         return
+    from postgres_server import find_postgres_bin, running_postgres
+
     bin_dir = find_postgres_bin()
     if bin_dir is None:
         _skip_or_fail("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin): apt-get install postgresql")
@@ -69,6 +73,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-
 
 @pytest.fixture
 def db(db_url: str) -> Iterator[Database]:
+    from tuner.store.db import open_database
+
     database = open_database(db_url)
     yield database
     database.dispose()

@@ -1,4 +1,4 @@
-"""A private PostgreSQL server for one test run: Debian's binaries, a data folder and port of its own, torn down.
+"""A private PostgreSQL server for one test run: Debian's binaries, its own data folder and port, torn down.
 
 Used by the `postgres_url` fixture in tests/conftest.py. Commands are argument lists, never shell strings. As
 root, initdb and postgres refuse to run, so they run as the `postgres` user the Debian package creates.
@@ -43,8 +43,8 @@ def find_postgres_bin() -> Path | None:
 
 @contextlib.contextmanager
 def running_postgres(bin_dir: Path) -> Iterator[str]:
-    """Start a server on 127.0.0.1 at a free port, create database `tuner_test`, yield its SQLAlchemy URL; stop
-    the server and delete its folder afterwards, whatever happened."""
+    """Start a server on 127.0.0.1 at a free port, create database `tuner_test`, yield its SQLAlchemy URL;
+    stop the server and delete its folder afterwards, whatever happened."""
     run_as = _run_as()
     # Not pytest's tmp_path: that folder is private to root, and the server may run as `postgres`.
     base = Path(tempfile.mkdtemp(prefix="tuner-pg-"))
@@ -54,8 +54,21 @@ def running_postgres(bin_dir: Path) -> Iterator[str]:
         if run_as:
             for path in (base, sockets):
                 shutil.chown(path, "postgres", "postgres")
-        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]
-        done = subprocess.run([*run_as, *initdb], cwd=base, capture_output=True, text=True, timeout=120)
+        initdb = [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]
+        done = subprocess.run(
+            [*run_as, *initdb], check=False, cwd=base, capture_output=True, text=True, timeout=120
+        )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}): {(done.stderr or done.stdout).strip()}")
         for attempt in range(PORT_ATTEMPTS):
@@ -66,7 +79,9 @@ def running_postgres(bin_dir: Path) -> Iterator[str]:
                     _create_database(port)
                     yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{DATABASE}"
                     return
-        raise RuntimeError(f"PostgreSQL did not start on any of {PORT_ATTEMPTS} ports; log:\n{_tail(log_path)}")
+        raise RuntimeError(
+            f"PostgreSQL did not start on any of {PORT_ATTEMPTS} ports; log:\n{_tail(log_path)}"
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -106,13 +121,19 @@ def _wait_ready(server: subprocess.Popen[bytes], port: int, log_path: Path) -> b
         if server.poll() is not None:
             if "could not bind" in _tail(log_path) or "Address already in use" in _tail(log_path):
                 return False  # the port was taken after all: try another
-            raise RuntimeError(f"PostgreSQL exited with {server.returncode} while starting; log:\n{_tail(log_path)}")
+            raise RuntimeError(
+                f"PostgreSQL exited with {server.returncode} while starting; log:\n{_tail(log_path)}"
+            )
         try:
-            psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=2).close()
+            psycopg.connect(
+                host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=2
+            ).close()
             return True
         except psycopg.OperationalError:
             time.sleep(0.1)
-    raise RuntimeError(f"PostgreSQL did not accept connections within {READY_TIMEOUT_S:.0f} s; log:\n{_tail(log_path)}")
+    raise RuntimeError(
+        f"PostgreSQL did not accept connections within {READY_TIMEOUT_S:.0f} s; log:\n{_tail(log_path)}"
+    )
 
 
 def _stop(server: subprocess.Popen[bytes], bin_dir: Path, run_as: list[str], data: Path) -> None:
@@ -120,6 +141,7 @@ def _stop(server: subprocess.Popen[bytes], bin_dir: Path, run_as: list[str], dat
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
             subprocess.run(
                 [*run_as, str(bin_dir / "pg_ctl"), "stop", "-D", str(data), "-m", "immediate", "-w"],
+                check=False,
                 capture_output=True,
                 timeout=30,
             )
@@ -137,7 +159,9 @@ def _stop(server: subprocess.Popen[bytes], bin_dir: Path, run_as: list[str], dat
 def _create_database(port: int) -> None:
     import psycopg
 
-    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
         conn.execute(f"CREATE DATABASE {DATABASE}")  # a constant name, not input
 
 
@@ -151,7 +175,9 @@ def _run_as() -> list[str]:
         raise RuntimeError("running as root, but there is no `postgres` user to run the server as") from exc
     runuser = shutil.which("runuser")
     if runuser is None:
-        raise RuntimeError("running as root, but `runuser` (util-linux) is missing to run the server as postgres")
+        raise RuntimeError(
+            "running as root, but `runuser` (util-linux) is missing to run the server as postgres"
+        )
     return [runuser, "-u", "postgres", "--"]
 
 
