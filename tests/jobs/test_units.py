@@ -54,6 +54,8 @@ def test_misuse_is_refused_with_one_line(db: Database) -> None:
         units.create_job(db, "k", {}, [], max_attempts=0)
     with pytest.raises(JobError, match="lease_s must be a positive"):
         units.claim_unit(db, "w1", lease_s=0)
+    with pytest.raises(JobError, match="kinds must be a list of job kinds"):
+        units.claim_unit(db, "w1", kinds="kernel_sweep")
     with pytest.raises(JobError, match="unknown unit state"):
         units.list_units(db, 1, states=["running"])
     with pytest.raises(JobError, match="no job with id 999"):

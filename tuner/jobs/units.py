@@ -198,7 +198,7 @@ def list_jobs(
     """Jobs oldest first, optionally only those of some kinds or in some states."""
     query = sa.select(Job).order_by(Job.id)
     if kinds is not None:
-        query = query.where(Job.kind.in_(list(kinds)))
+        query = query.where(Job.kind.in_(_kinds(kinds)))
     if states is not None:
         query = query.where(Job.state.in_(_states(states, JOB_STATES, "job")))
 
@@ -299,7 +299,7 @@ def claim_unit(
     """
     worker_id = _name(worker_id, "worker id")
     lease = _lease(lease_s)
-    kind_list = None if kinds is None else [_name(kind, "job kind") for kind in kinds]
+    kind_list = None if kinds is None else _kinds(kinds)
 
     def work(session: Session) -> Claim | Literal[True] | None:
         """A Claim; None when nothing is claimable; True to look again (a unit was failed, or a race lost)."""
@@ -561,7 +561,17 @@ def _name(value: object, what: str) -> str:
     return value
 
 
+def _kinds(kinds: Collection[str]) -> list[str]:
+    if isinstance(kinds, str):
+        raise JobError(f"kinds must be a list of job kinds, e.g. [{kinds!r}], not the string {kinds!r}")
+    return [_name(kind, "job kind") for kind in kinds]
+
+
 def _states(states: Collection[str], known: tuple[str, ...], what: str) -> list[str]:
+    if isinstance(states, str):
+        raise JobError(
+            f"states must be a list of {what} states, e.g. [{states!r}], not the string {states!r}"
+        )
     unknown = sorted(set(states) - set(known))
     if unknown:
         raise JobError(f"unknown {what} state(s) {', '.join(unknown)}: choose from {', '.join(known)}")
