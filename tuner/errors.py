@@ -34,3 +34,12 @@ class OutputPathError(TunerError):
 
 class NothingCanLaunchError(EngineError):
     """A search stopped because its baseline failed for a reason no searched flag can change."""
+
+
+class JobError(TunerError):
+    """A job or work unit that does not exist, or a request that does not fit it (bad spec, wrong state)."""
+
+
+class LeaseLostError(JobError):
+    """A worker reported on a work unit it no longer holds: re-claimed after its lease expired, cancelled, or
+    already finished. The worker should stop working on it; its result would not be kept."""

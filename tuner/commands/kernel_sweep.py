@@ -63,7 +63,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from tuner.models.shapes import derive_moe_shape
 
     cfg = load_model_config(args.model)
-    shape = derive_moe_shape(cfg, tp=args.tp, ep=args.ep, shared_experts_fusion=args.fusion)
+    shape = derive_moe_shape(cfg, tp=args.tp, ep=args.ep, shared_experts_fusion=args.fusion,
+                             device=_local_fusion_device())
     batch_sizes = parse_batch_sizes(args.batch_sizes)
     if args.routing:  # a bad file is reported before any GPU work or database row
         from tuner.kernels.moe_problem import load_routing_trace
@@ -109,6 +110,17 @@ def _print_summary(report) -> None:  # type: ignore[no-untyped-def]
 
     for line in sweep_summary(report.results):
         print(line)
+
+
+def _local_fusion_device():  # type: ignore[no-untyped-def]
+    """The local GPU for SGLang's shared-expert fusion rule (which depends on it); None (sm90) without one."""
+    import torch
+
+    from tuner.models.fusion import FusionDevice
+
+    if not torch.cuda.is_available():
+        return None
+    return FusionDevice.from_device_name(torch.cuda.get_device_name(0))
 
 
 def _parse_gpus(text: str | None) -> list[int]:

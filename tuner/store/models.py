@@ -205,6 +205,6 @@ class BenchRun(Base):
 
 TABLES: tuple[str, ...] = ("kernel_measurements", "kernel_sweeps", "kernel_best_configs", "bench_runs")
 
-# Flag-search tables live in their own module; importing it here registers them on Base.metadata, which
-# the migrations environment and the schema tests read.
-import tuner.store.flag_models  # noqa: F401
+# Flag-search and job tables live in their own modules; importing them here registers them on Base.metadata,
+# which the migrations environment and the schema tests read.
+from tuner.store import flag_models, job_models  # noqa: F401
