@@ -73,11 +73,11 @@ def cmd_compare(a: argparse.Namespace) -> None:
     import torch
     import triton
 
-    from tuner.kernels.backends import TunerBackend, get_backend
     from tuner.kernels.base import STANDARD_BATCH_SIZES, MoeConfigs
-    from tuner.kernels.engine_lookup import CONFIG_DIR_ENV
-    from tuner.kernels.moe_problem import MoeProblem, make_weight_copies
-    from tuner.kernels.space import default_config
+    from tuner.kernels.fused_moe.backends import TunerBackend, get_backend
+    from tuner.kernels.fused_moe.engine_lookup import CONFIG_DIR_ENV
+    from tuner.kernels.fused_moe.problem import MoeProblem, make_weight_copies
+    from tuner.kernels.fused_moe.space import default_config
     from tuner.kernels.timing import time_calls
     from tuner.models.config import load_model_config
     from tuner.models.shapes import derive_moe_shape
@@ -161,17 +161,18 @@ def cmd_report(a: argparse.Namespace) -> None:
         lines += [
             f"## {r['model']} TP{r['tp']} ({r['shape']})", "",
             f"Device: {r['device']}; {r['engine']} kernel; Triton {r['triton']}; torch {r['torch']}; date {r['date']}.",
-            f"Sweep: `python benchmarks/engine_kernel_benchmark.py sweep --model {r['model']} --tp {r['tp']} --workdir W` "
-            f"(runs `tuner kernel-sweep --kernel-source sglang` with the default budgets) — wall time "
-            f"{sweep['wall_s']:.0f} s ({'finished' if sweep['finished'] else 'NOT finished'}).",
+            (f"Sweep: `python benchmarks/engine_kernel_benchmark.py sweep --model {r['model']} --tp {r['tp']} --workdir W` "
+             f"(runs `tuner kernel-sweep --kernel-source sglang` with the default budgets) — wall time "
+             f"{sweep['wall_s']:.0f} s ({'finished' if sweep['finished'] else 'NOT finished'})."),
             f"Comparison: `python benchmarks/engine_kernel_benchmark.py compare --model {r['model']} --tp {r['tp']} --workdir W`.",
             "",
-            f"Geometric mean over {len(rows)} M: tuned vs shipped **x{_geomean(vs_shipped):.3f}** "
-            f"(worst x{min(vs_shipped):.3f} at M={rows[vs_shipped.index(min(vs_shipped))]['M']}), tuned vs default "
-            f"**x{_geomean(vs_default):.3f}**; shipped vs default x{_geomean([x['default_us'] / x['shipped_us'] for x in rows]):.3f}. "
-            f"Tuner's own kernel at SGLang's default config takes x{_geomean(ours):.2f} SGLang's time (geomean).", "",
-            "| M | default us | shipped us | tuned us | tuned vs shipped | tuned vs default | spread (tuned) us | "
-            "rel. err tuned | ours@default / SGLang@default | tuned configs |",
+            (f"Geometric mean over {len(rows)} M: tuned vs shipped **x{_geomean(vs_shipped):.3f}** "
+             f"(worst x{min(vs_shipped):.3f} at M={rows[vs_shipped.index(min(vs_shipped))]['M']}), tuned vs default "
+             f"**x{_geomean(vs_default):.3f}**; shipped vs default "
+             f"x{_geomean([x['default_us'] / x['shipped_us'] for x in rows]):.3f}. Tuner's own kernel at SGLang's "
+             f"default config takes x{_geomean(ours):.2f} SGLang's time (geomean)."), "",
+            ("| M | default us | shipped us | tuned us | tuned vs shipped | tuned vs default | spread (tuned) us | "
+             "rel. err tuned | ours@default / SGLang@default | tuned configs |"),
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for x, s, d, o in zip(rows, vs_shipped, vs_default, ours):

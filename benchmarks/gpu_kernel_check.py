@@ -11,9 +11,9 @@ import time
 
 import torch
 
-from tuner.kernels.backends import TunerBackend
-from tuner.kernels.moe_problem import MAX_REL_ERROR, MoeProblem
-from tuner.kernels.space import candidate_space, default_config
+from tuner.kernels.fused_moe.backends import TunerBackend
+from tuner.kernels.fused_moe.problem import MAX_REL_ERROR, MoeProblem
+from tuner.kernels.fused_moe.space import candidate_space, default_config
 from tuner.models.config import load_model_config
 from tuner.models.shapes import derive_moe_shape
 from tuner.search.compile_pool import CompilePool

@@ -108,8 +108,8 @@ def _final_best(rows: list[dict], m: int) -> tuple[float | None, str | None]:
 def cmd_report(a: argparse.Namespace) -> None:
     import torch
 
-    from tuner.kernels.moe_problem import touched_weight_bytes
-    from tuner.kernels.space import default_config
+    from tuner.kernels.fused_moe.problem import touched_weight_bytes
+    from tuner.kernels.fused_moe.space import default_config
     from tuner.kernels.timing import measure_copy_bandwidth_gbs
     from tuner.models.config import load_model_config
     from tuner.models.shapes import derive_moe_shape
@@ -199,7 +199,7 @@ def cmd_report(a: argparse.Namespace) -> None:
             f"Measured device-to-device copy bandwidth: {bw_gbs:.0f} GB/s (read + write).", "",
             "| M | expected experts touched | weight bytes touched (MB) | roofline us | tuned us | fraction of roofline |",
             "|---|---|---|---|---|---|"]
-    from tuner.kernels.moe_problem import expected_distinct_experts
+    from tuner.kernels.fused_moe.problem import expected_distinct_experts
 
     for row in data["rows"]:
         if row["M"] > 64:

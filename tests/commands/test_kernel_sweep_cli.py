@@ -133,7 +133,7 @@ def test_routing_file_problems_are_reported_before_any_work(data_dir, tmp_path, 
 def test_a_valid_routing_file_is_sampled_as_recorded(tmp_path):
     import torch
 
-    from tuner.kernels.moe_problem import load_routing_trace
+    from tuner.kernels.fused_moe.problem import load_routing_trace
 
     shape = derive_moe_shape(load_model_config("GLM-4.7-FP8"), tp=8)
     recorded = torch.stack([torch.randperm(160)[:9] for _ in range(32)])  # k=9 recorded, model routes to 8

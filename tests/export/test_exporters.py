@@ -137,7 +137,7 @@ def test_shipped_files_for_a_shape_are_found_in_every_triton_folder_with_their_d
     import shutil
 
     from tuner.export.shipped import shipped_seeds, shipped_tables
-    from tuner.kernels.backends import ConfigRoot
+    from tuner.kernels.fused_moe.backends import ConfigRoot
 
     shutil.copytree(FIXTURES, tmp_path / "configs")  # laid out as SGLang's package folder
     tables = shipped_tables(dsv3_tp8, [ConfigRoot(tmp_path, "sglang")])

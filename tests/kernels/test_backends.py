@@ -10,9 +10,9 @@ import torch
 
 from tests.kernels import fake_engines
 from tuner.errors import TunerError
-from tuner.kernels.backends import EngineBackend, TunerBackend, get_backend, load_engine_backend
 from tuner.kernels.base import KernelConfig, MoeConfigs, MoeShape, Quant
-from tuner.kernels.fused_moe import MoeWeights
+from tuner.kernels.fused_moe.backends import EngineBackend, TunerBackend, get_backend, load_engine_backend
+from tuner.kernels.fused_moe.kernel import MoeWeights
 
 FIXTURES = Path(__file__).parent.parent / "export" / "fixtures" / "sglang-moe-configs"
 DSV3 = MoeShape(257, 256, 7168, 8, Quant.FP8_BLOCK, block_shape=(128, 128), fused_shared_experts=1)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
-from tuner.kernels.fused_moe import fused_moe, make_weights, random_routing, reference_fused_moe
-from tuner.kernels.moe_align import moe_align_block_size
-from tuner.kernels.moe_problem import MAX_REL_ERROR
+from tuner.kernels.fused_moe.align import moe_align_block_size
+from tuner.kernels.fused_moe.kernel import fused_moe, make_weights, random_routing, reference_fused_moe
+from tuner.kernels.fused_moe.problem import MAX_REL_ERROR
 
 SHAPES = {
     "bf16": MoeShape(6, 48, 64, 2, Quant.BF16),

@@ -1,7 +1,7 @@
 """The config space, SGLang's defaults, and pruning that happens before anything is compiled."""
 
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
-from tuner.kernels.space import (
+from tuner.kernels.fused_moe.space import (
     DeviceLimits,
     candidate_space,
     default_config,
@@ -60,7 +60,7 @@ def test_equivalent_group_sizes_collapse_to_one():
 def test_compile_placeholders_match_the_real_weights_in_dtype_shape_and_stride():
     import torch
 
-    from tuner.kernels.fused_moe import make_weights, placeholder_weights
+    from tuner.kernels.fused_moe.kernel import make_weights, placeholder_weights
 
     for quant, block in ((Quant.BF16, None), (Quant.FP8_PER_CHANNEL, None), (Quant.FP8_BLOCK, (128, 128))):
         shape = MoeShape(3, 192, 320, 2, quant, block_shape=block)

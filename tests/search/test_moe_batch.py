@@ -5,11 +5,17 @@ the down GEMM), as in SGLang's kernel; every measurement goes to a real SQLite d
 
 import pytest
 
-from tuner.kernels.backends import EngineChoice
 from tuner.kernels.base import KernelConfig, MoeConfigs, MoeShape, Quant
-from tuner.kernels.space import default_config
+from tuner.kernels.fused_moe.backends import EngineChoice
+from tuner.kernels.fused_moe.space import default_config
 from tuner.kernels.timing import TimingResult
-from tuner.search.moe_batch import FINAL_ROUND_REPLAYS, FINAL_ROUNDS, BatchPlan, BatchSweeper, sweep_batch_size
+from tuner.search.moe_batch import (
+    FINAL_ROUND_REPLAYS,
+    FINAL_ROUNDS,
+    BatchPlan,
+    BatchSweeper,
+    sweep_batch_size,
+)
 from tuner.store.db import open_database
 from tuner.store.kernels import MeasurementContext, load_measurements
 

@@ -1,7 +1,7 @@
 """Search strategies on synthetic landscapes: they stay inside the pruned space and within budget."""
 
 from tuner.kernels.base import MoeShape, Quant
-from tuner.kernels.space import candidate_space
+from tuner.kernels.fused_moe.space import candidate_space
 from tuner.search.strategies import AdaptiveSearch, ExhaustiveSearch
 
 SHAPE = MoeShape(257, 256, 7168, 8, Quant.FP8_BLOCK, block_shape=(128, 128), fused_shared_experts=1)

@@ -4,9 +4,9 @@ wrong configs are recorded and never chosen."""
 
 import pytest
 
-from tuner.kernels.backends import EngineChoice
 from tuner.kernels.base import KernelConfig, MoeConfigs, MoeShape, Quant
-from tuner.kernels.space import candidate_space, default_config
+from tuner.kernels.fused_moe.backends import EngineChoice
+from tuner.kernels.fused_moe.space import candidate_space, default_config
 from tuner.kernels.timing import TimingResult
 from tuner.search.moe_batch import FINAL_REPLAYS, BatchPlan, BatchSweeper, sweep_batch_size
 from tuner.store.db import open_database
@@ -134,7 +134,7 @@ class RecordingPool:
 
 
 def test_exhaustive_sweep_compiles_its_whole_list_ahead_of_timing_and_skips_what_a_killed_run_measured(tmp_path):
-    from tuner.kernels.space import fits_device, full_space
+    from tuner.kernels.fused_moe.space import fits_device, full_space
 
     db = open_database(f"sqlite:///{tmp_path / 't.db'}")
     everything = [c for c in full_space(SHAPE) if fits_device(c, SHAPE)]

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                              device=_local_fusion_device())
     batch_sizes = parse_batch_sizes(args.batch_sizes)
     if args.routing:  # a bad file is reported before any GPU work or database row
-        from tuner.kernels.moe_problem import load_routing_trace
+        from tuner.kernels.fused_moe.problem import load_routing_trace
 
         load_routing_trace(args.routing, shape)
     if args.interpret:

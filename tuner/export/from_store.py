@@ -13,7 +13,7 @@ from pathlib import Path
 from tuner.errors import ExportError
 from tuner.export.registry import get_exporter
 from tuner.export.tables import ConfigTable, TunedTables
-from tuner.kernels.base import KernelConfig, MoeShape, Quant
+from tuner.kernels.base import KernelConfig, MoeShape
 from tuner.store.db import Database
 from tuner.store.kernels import SweepRecord, list_sweeps, load_best_configs
 
@@ -27,11 +27,10 @@ class ExportedFile:
 
 
 def shape_of(sweep: SweepRecord) -> MoeShape:
-    fields = dict(sweep.shape)
-    fields["quant"] = Quant(fields["quant"])
-    if fields.get("block_shape") is not None:
-        fields["block_shape"] = tuple(fields["block_shape"])
-    return MoeShape(**fields)
+    """The stored sweep's shape, read back by its kernel family."""
+    from tuner.kernels.family import get_family
+
+    return get_family(sweep.kernel).shape_from_json(dict(sweep.shape))
 
 
 def find_sweeps(db: Database, model: str, tp: int, ep: int = 1, device_name: str | None = None,

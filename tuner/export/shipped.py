@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tuner.export.naming import sglang_moe_file_name, vllm_moe_file_name
 from tuner.export.tables import nearest_config, parse_config_file
-from tuner.kernels.backends import ConfigRoot
 from tuner.kernels.base import KernelConfig, MoeShape
+from tuner.kernels.fused_moe.backends import ConfigRoot
 
 log = logging.getLogger(__name__)
 

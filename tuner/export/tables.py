@@ -18,8 +18,8 @@ from tuner.kernels.base import CONFIG_KEYS, KernelConfig
 
 __all__ = [
     "ConfigTable",
-    "TunedTables",
     "ParsedConfigFile",
+    "TunedTables",
     "nearest_config",
     "parse_config_file",
     "parse_config_text",

@@ -36,8 +36,8 @@ def run_interpret_check(shape: MoeShape, print_fn: Callable[[str], None] = print
     os.environ["TRITON_INTERPRET"] = "1"  # must be set before the kernels are imported
     import torch
 
-    from tuner.kernels.fused_moe import fused_moe, make_weights, random_routing, reference_fused_moe
-    from tuner.kernels.moe_problem import MAX_REL_ERROR
+    from tuner.kernels.fused_moe.kernel import fused_moe, make_weights, random_routing, reference_fused_moe
+    from tuner.kernels.fused_moe.problem import MAX_REL_ERROR
 
     small = tiny_shape(shape)
     print_fn(f"interpreter check of our kernel at {small.key} (model shape {shape.key})")

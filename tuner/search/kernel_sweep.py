@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
 from tuner.kernels.base import STANDARD_BATCH_SIZES, MoeShape
-from tuner.search.moe_batch import BatchPlan, BatchResult, BatchSweeper, neighbour_seeds, sweep_batch_size
-from tuner.store.db import Database, open_database
+from tuner.search.moe_batch import BatchResult
+from tuner.store.db import open_database
 from tuner.store.kernels import (
-    BestConfig,
     MeasurementContext,
     get_or_create_sweep,
     load_best_configs,
@@ -46,6 +44,7 @@ class SweepSpec:
     kernel_source: str | None = None  # None: the engine's kernel if importable, else ours as a proxy
     seed: int = 0
     routing_path: str | None = None
+    kernel: str = "fused_moe"  # the kernel family (tuner.kernels.family)
 
 
 @dataclass
@@ -79,61 +78,48 @@ def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile
     import torch
     import triton
 
-    from tuner.export.shipped import shipped_seeds, shipped_tables
-    from tuner.kernels.backends import get_backend
-    from tuner.kernels.moe_problem import MoeProblem, load_routing_trace, make_weight_copies
+    from tuner.kernels.family import get_family
     from tuner.kernels.timing import BENCH_METHOD, require_cuda
     from tuner.search.compile_pool import CompilePool
+    from tuner.search.runners import runner_for
 
     require_cuda()
+    family = get_family(spec.kernel)
     torch.cuda.set_device(device_index)
     device = torch.device("cuda", device_index)
-    routing = load_routing_trace(spec.routing_path, spec.shape) if spec.routing_path else None
-    backend = get_backend(spec.kernel_source)
+    backend = family.get_backend(spec.kernel_source)
     if print_fn is not None:
         print_fn(describe_kernel_source(backend))
     proxy_for = getattr(backend, "proxy_for", None)
     db = open_database(database_url)
     device_name = torch.cuda.get_device_name(device)
-    ctx = MeasurementContext("fused_moe", backend.name, device_name, triton.__version__, BENCH_METHOD)
+    ctx = MeasurementContext(family.name, backend.name, device_name, triton.__version__, BENCH_METHOD)
+    shape_json = family.shape_to_json(spec.shape)
     sweep_id = get_or_create_sweep(
         db, model=spec.model, tp=spec.tp, ep=spec.ep, shared_experts_fusion=spec.shared_experts_fusion,
-        dtype=spec.shape.quant.value, kernel="fused_moe", kernel_source=backend.name, device_name=device_name,
+        dtype=shape_json["quant"], kernel=family.name, kernel_source=backend.name, device_name=device_name,
         triton_version=triton.__version__, torch_version=torch.__version__, bench_method=BENCH_METHOD,
-        shape={**asdict(spec.shape), "quant": spec.shape.quant.value}, shape_key=spec.shape.key,
+        shape=shape_json, shape_key=family.shape_key(spec.shape),
         batch_sizes=list(spec.batch_sizes), strategy=spec.strategy,
         engine_version=backend.version if backend.name != "tuner" else None,
         notes={"kernel_version": backend.version, "proxy_for": proxy_for,
                "down_configs": backend.supports_down_config, "use_tma": backend.supports_tma},
     )
     report = SweepReport(sweep_id, device_name, triton.__version__, backend.name, backend.version, proxy_for)
-    tables = shipped_tables(spec.shape, backend.config_roots())
-    pool = CompilePool(spec.shape, backend.name, device_index, compile_workers)
+    runner = runner_for(family.name, spec, backend, device, db, ctx)
+    pool = CompilePool(family.name, shape_json, backend.name, device_index, compile_workers)
     sizes = batch_sizes or spec.batch_sizes
-    weights = make_weight_copies(spec.shape, device, seed=spec.seed)  # once: identical for every batch size
     try:
         with _Progress(progress, len(sizes), spec) as bar:
             for batch_size in sizes:
                 pool.batch_size = batch_size
-                shipped_up, shipped_down = shipped_seeds(tables, batch_size)
-                near_up, near_down = neighbour_seeds(db, ctx, spec.shape, batch_size)
-                plan = BatchPlan(
-                    shape=spec.shape, batch_size=batch_size, engine=backend.engine_choice(spec.shape, batch_size),
-                    down_configs=backend.supports_down_config, tma=backend.supports_tma,
-                    up_seeds=tuple(shipped_up + near_up), down_seeds=tuple(shipped_down + near_down),
-                    strategy=spec.strategy, up_budget=spec.budget, down_budget=spec.down_budget, seed=spec.seed,
-                )
-                problem = MoeProblem(spec.shape, batch_size, backend, device, seed=spec.seed, routing=routing,
-                                     weights=weights)
-                sweeper = BatchSweeper(db, ctx, spec.shape, problem, pool, batch_size)
-                bar.start_batch(batch_size, spec.budget + (spec.down_budget if plan.down_configs else 0))
-                result = sweep_batch_size(sweeper, plan, bar.advance)
+                bar.start_batch(batch_size, runner.budget())
+                result = runner.sweep(batch_size, pool, bar.advance)
                 report.results.append(result)
-                save_best_configs(db, sweep_id, [best_config_row(result)] if result.best else [])
+                row = runner.best_row(result)
+                save_best_configs(db, sweep_id, [row] if row is not None else [])
                 set_sweep_status(db, sweep_id, "running", gpu_seconds_delta=result.gpu_seconds)
                 bar.finish_batch(result)
-                del problem
-                torch.cuda.empty_cache()
         # With --gpus, each worker sweeps a share of the batch sizes: the last one to finish marks the sweep done.
         wanted = set(spec.batch_sizes)
         covered = set(sizes) >= wanted or set(load_best_configs(db, sweep_id)) >= wanted
@@ -148,21 +134,6 @@ def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile
         pool.close()
         db.dispose()
     return report
-
-
-def best_config_row(r: BatchResult) -> BestConfig:
-    """A batch result as the row the exporters read."""
-    assert r.best is not None
-    engine = r.engine.configs
-    return BestConfig(
-        batch_size=r.batch_size, config=r.best.up.to_json_dict(), config_key=r.best.key,
-        latency_us=float(r.best_latency_us or 0.0), default_latency_us=r.default_latency_us,
-        down_config=r.best.down.to_json_dict() if r.best.down is not None else None,
-        engine_config={"up": engine.up.to_json_dict(), "down": engine.down.to_json_dict() if engine.down else None},
-        engine_source=r.engine.source, engine_latency_us=r.engine_latency_us,
-        single_config=r.single.to_json_dict() if r.single is not None else None,
-        single_latency_us=r.single_latency_us, kept_engine_choice=r.kept_engine_choice, noise_us=r.noise_us,
-    )
 
 
 class _Progress:
@@ -261,4 +232,4 @@ def run_sweep_multi_gpu(spec: SweepSpec, database_url: str, gpus: list[int]) -> 
         raise TunerError(f"the sweep worker(s) on GPU {failed} failed; re-run the same command to resume")
 
 
-__all__ = ["BatchResult", "SweepReport", "SweepSpec", "best_config_row", "run_sweep", "run_sweep_multi_gpu"]
+__all__ = ["BatchResult", "SweepReport", "SweepSpec", "run_sweep", "run_sweep_multi_gpu"]

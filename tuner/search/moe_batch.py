@@ -25,13 +25,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tuner.kernels.backends import EngineChoice
 from tuner.kernels.base import KernelConfig, MoeConfigs, MoeShape
-from tuner.kernels.space import candidate_space, default_config, down_candidate_space, down_space, fits_device, full_space
+from tuner.kernels.fused_moe.backends import EngineChoice
+from tuner.kernels.fused_moe.space import (
+    candidate_space,
+    default_config,
+    down_candidate_space,
+    down_space,
+    fits_device,
+    full_space,
+)
 from tuner.kernels.timing import TimingResult
 from tuner.search.strategies import AdaptiveSearch, ExhaustiveSearch, SearchStrategy
 from tuner.store.db import Database
-from tuner.store.kernels import Measurement, MeasurementContext, load_measurements, record_measurement
+from tuner.store.kernels import (
+    BestConfig,
+    Measurement,
+    MeasurementContext,
+    load_measurements,
+    record_measurement,
+)
 
 log = logging.getLogger(__name__)
 
@@ -346,3 +359,18 @@ def neighbour_seeds(db: Database, ctx: MeasurementContext, shape: MoeShape, batc
             if configs.down is not None:
                 downs.append(configs.down)
     return ups, downs
+
+
+def best_config_row(r: BatchResult) -> BestConfig:
+    """A batch result as the row the exporters read."""
+    assert r.best is not None
+    engine = r.engine.configs
+    return BestConfig(
+        batch_size=r.batch_size, config=r.best.up.to_json_dict(), config_key=r.best.key,
+        latency_us=float(r.best_latency_us or 0.0), default_latency_us=r.default_latency_us,
+        down_config=r.best.down.to_json_dict() if r.best.down is not None else None,
+        engine_config={"up": engine.up.to_json_dict(), "down": engine.down.to_json_dict() if engine.down else None},
+        engine_source=r.engine.source, engine_latency_us=r.engine_latency_us,
+        single_config=r.single.to_json_dict() if r.single is not None else None,
+        single_latency_us=r.single_latency_us, kept_engine_choice=r.kept_engine_choice, noise_us=r.noise_us,
+    )

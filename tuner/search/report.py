@@ -21,8 +21,9 @@ def sweep_summary(results: Sequence[BatchResult]) -> list[str]:
     over_engine = [r.gain_over_engine for r in results if r.gain_over_engine]
     over_default = [r.gain_over_default for r in results if r.gain_over_default]
     kept = sum(r.kept_engine_choice for r in results)
-    lines = [f"{len(results)} batch sizes: geometric-mean gain x{geomean(over_engine) or float('nan'):.3f} over "
-             f"what the engine runs today, x{geomean(over_default) or float('nan'):.3f} over its default"]
+    nan = float("nan")
+    lines = [(f"{len(results)} batch sizes: geometric-mean gain x{geomean(over_engine) or nan:.3f} over "
+              f"what the engine runs today, x{geomean(over_default) or nan:.3f} over its default")]
     if over_engine:
         worst = min(results, key=lambda r: r.gain_over_engine or math.inf)
         lines.append(f"worst M vs the engine's choice: M={worst.batch_size} x{worst.gain_over_engine:.3f}; "

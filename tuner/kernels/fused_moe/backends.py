@@ -25,8 +25,8 @@ import torch
 
 from tuner.errors import TunerError
 from tuner.kernels.base import KernelConfig, MoeConfigs, MoeShape, Quant
-from tuner.kernels.engine_lookup import CONFIG_DIR_ENV, ConfigFolder, locate_config_file
-from tuner.kernels.fused_moe import MoeWeights, fused_moe
+from tuner.kernels.fused_moe.engine_lookup import CONFIG_DIR_ENV, ConfigFolder, locate_config_file
+from tuner.kernels.fused_moe.kernel import MoeWeights, fused_moe
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class MoeKernelBackend(Protocol):
 
 def sglang_default_config(shape: MoeShape, batch_size: int) -> KernelConfig:
     """SGLang 0.5.23's `get_default_config` on an sm90 GPU (kernels.md): the baseline with no file."""
-    from tuner.kernels.space import default_config
+    from tuner.kernels.fused_moe.space import default_config
 
     return default_config(shape, batch_size)
 

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
-from tuner.kernels.moe_align import AlignedRouting, moe_align_block_size
+from tuner.kernels.fused_moe.align import AlignedRouting, moe_align_block_size
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0

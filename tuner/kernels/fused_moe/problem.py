@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 import torch
 
 from tuner.errors import TunerError
-from tuner.kernels.backends import MoeKernelBackend
 from tuner.kernels.base import MoeConfigs, MoeShape, Quant
-from tuner.kernels.fused_moe import MoeWeights, make_weights, random_routing, reference_fused_moe
+from tuner.kernels.fused_moe.backends import MoeKernelBackend
+from tuner.kernels.fused_moe.kernel import MoeWeights, make_weights, random_routing, reference_fused_moe
 from tuner.kernels.timing import L2Flusher, TimingResult, time_calls
 
 # Relative L2 error above which a config's output is declared wrong. Correct kernels land near 1e-3 (FP8 with

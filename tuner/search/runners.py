@@ -1,0 +1,78 @@
+"""Per-family batch runners: the part of a sweep that lives in the timing process on one GPU and searches one
+batch size at a time. `runner_for(family, ...)` picks the family's runner; the sweep loop knows only the protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class BatchRunner(Protocol):
+    def sweep(self, batch_size: int, pool: Any, on_progress: Callable[[int], None] | None) -> Any:
+        """Search `batch_size`; returns the family's batch result (best configs beside the engine's choice)."""
+        ...
+
+    def best_row(self, result: Any) -> Any:
+        """The store's `BestConfig` row for a batch result, or None when nothing ran correctly."""
+        ...
+
+    def budget(self) -> int:
+        """Configs measured per batch size (for progress bars)."""
+        ...
+
+
+def runner_for(family: str, spec: Any, backend: Any, device: Any, db: Any, ctx: Any) -> BatchRunner:
+    """The batch runner of kernel family `family` for one sweep on one GPU."""
+    if family == "fused_moe":
+        return MoeRunner(spec, backend, device, db, ctx)
+    from tuner.errors import TunerError
+
+    raise TunerError(f"no sweep runner for kernel {family!r}")
+
+
+class MoeRunner:
+    """One fused-MoE sweep on one GPU: weights made once, shipped files read once, then one batch size at a time."""
+
+    def __init__(self, spec: Any, backend: Any, device: Any, db: Any, ctx: Any) -> None:
+        from tuner.export.shipped import shipped_tables
+        from tuner.kernels.fused_moe.problem import load_routing_trace, make_weight_copies
+
+        self.spec, self.backend, self.device, self.db, self.ctx = spec, backend, device, db, ctx
+        self.routing = load_routing_trace(spec.routing_path, spec.shape) if spec.routing_path else None
+        self.tables = shipped_tables(spec.shape, backend.config_roots())
+        self.weights = make_weight_copies(spec.shape, device, seed=spec.seed)  # identical for every batch size
+
+    def budget(self) -> int:
+        return self.spec.budget + (2 * self.spec.down_budget if self.backend.supports_down_config else 0)
+
+    def sweep(self, batch_size: int, pool: Any, on_progress: Callable[[int], None] | None) -> Any:
+        import torch
+
+        from tuner.export.shipped import shipped_seeds
+        from tuner.kernels.fused_moe.problem import MoeProblem
+        from tuner.search.moe_batch import BatchPlan, BatchSweeper, neighbour_seeds, sweep_batch_size
+
+        spec, shape = self.spec, self.spec.shape
+        shipped_up, shipped_down = shipped_seeds(self.tables, batch_size)
+        near_up, near_down = neighbour_seeds(self.db, self.ctx, shape, batch_size)
+        plan = BatchPlan(
+            shape=shape, batch_size=batch_size, engine=self.backend.engine_choice(shape, batch_size),
+            down_configs=self.backend.supports_down_config, tma=self.backend.supports_tma,
+            up_seeds=tuple(shipped_up + near_up), down_seeds=tuple(shipped_down + near_down),
+            strategy=spec.strategy, up_budget=spec.budget, down_budget=spec.down_budget, seed=spec.seed,
+        )
+        problem = MoeProblem(shape, batch_size, self.backend, self.device, seed=spec.seed, routing=self.routing,
+                             weights=self.weights)
+        try:
+            return sweep_batch_size(BatchSweeper(self.db, self.ctx, shape, problem, pool, batch_size), plan,
+                                    on_progress)
+        finally:
+            del problem
+            torch.cuda.empty_cache()
+
+    def best_row(self, result: Any) -> Any:
+        from tuner.search.moe_batch import best_config_row
+
+        return best_config_row(result) if result.best is not None else None
+
+
