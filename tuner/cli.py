@@ -24,6 +24,8 @@ COMMANDS: tuple[str, ...] = (
     "db",
     "bench",
     "engine_sim",
+    "worker",
+    "status",
 )
 
 

@@ -85,6 +85,16 @@ def test_claim_takes_the_oldest_claimable_unit_of_the_kinds_asked(db: Database) 
     assert units.claim_unit(db, "w4") is None
 
 
+def test_claim_can_keep_to_the_jobs_a_worker_was_started_for(db: Database) -> None:
+    first = _sweep(db, "M=1")
+    second = _sweep(db, "M=64", kind="kernel_sweep:other")
+    claim = units.claim_unit(db, "w1", job_ids=[second.id])
+    assert claim is not None and claim.job.id == second.id
+    assert units.claim_unit(db, "w1", job_ids=[second.id]) is None
+    other = units.claim_unit(db, "w2", job_ids=[first.id, second.id])
+    assert other is not None and other.job.id == first.id
+
+
 def test_heartbeat_extends_the_lease_of_its_owner_only(db: Database) -> None:
     _sweep(db, "M=1")
     claim = units.claim_unit(db, "w1", lease_s=5)

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_interpret_check(shape, print_fn=print)
 
-    from tuner.search.kernel_sweep import SweepSpec, run_sweep_multi_gpu
+    from tuner.search.kernel_sweep import SweepSpec
 
     for flag, value in (("--budget", args.budget), ("--down-budget", args.down_budget)):
         if value < 1:
@@ -89,27 +89,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed, routing_path=args.routing,
     )
     print(f"{cfg.name} TP{args.tp} EP{args.ep}: {shape.key}")
-    if len(gpus) == 1:
-        from tuner.search.kernel_sweep import run_sweep
+    from tuner.jobs.kernel_sweep import plan_sweep, run_sweep_on_gpus, sweep_results
+    from tuner.jobs.worker import gpu_work
 
-        report = run_sweep(spec, settings.resolved_database_url, gpus[0], args.compile_workers, print_fn=print)
-        _print_summary(report)
+    url = settings.resolved_database_url
+    job = plan_sweep(url, spec)
+    print(f"job #{job.id}: {len(batch_sizes)} batch sizes on {len(gpus)} GPU(s); re-running this command resumes it")
+    if len(gpus) == 1:
+        gpu_work(url, gpus[0], job_ids=[job.id], compile_workers=args.compile_workers, print_fn=print)
     else:
-        run_sweep_multi_gpu(spec, settings.resolved_database_url, gpus)
+        run_sweep_on_gpus(url, spec, gpus, args.compile_workers)
+    for line in sweep_results(url, spec):
+        print(line)
     if args.export:
         from tuner.commands.export import export_latest, print_exported
 
         print_exported(export_latest(settings, model=cfg.name, tp=args.tp, ep=args.ep, out_dir=args.export,
                                      formats=args.format, force=args.force, shape_key=shape.key))
     return 0
-
-
-def _print_summary(report) -> None:  # type: ignore[no-untyped-def]
-    """Geometric-mean gains over the engine's current choice and over the default, as the report's last lines."""
-    from tuner.search.report import sweep_summary
-
-    for line in sweep_summary(report.results):
-        print(line)
 
 
 def _local_fusion_device():  # type: ignore[no-untyped-def]

@@ -286,10 +286,11 @@ def list_units(db: Database, job_id: int, *, states: Collection[str] | None = No
 
 
 def claim_unit(
-    db: Database, worker_id: str, *, kinds: Collection[str] | None = None, lease_s: float = DEFAULT_LEASE_S
+    db: Database, worker_id: str, *, kinds: Collection[str] | None = None, lease_s: float = DEFAULT_LEASE_S,
+    job_ids: Collection[int] | None = None,
 ) -> Claim | None:
-    """Claim the oldest unit that is queued or whose lease has expired (of a job of one of `kinds`, if given);
-    None when there is none. The worker holds it for `lease_s` seconds, extended by `heartbeat`.
+    """Claim the oldest unit that is queued or whose lease has expired (of a job of one of `kinds`, and one of
+    `job_ids`, if given); None when there is none. The worker holds it for `lease_s` seconds, extended by `heartbeat`.
 
     Claiming again after an expired lease counts another attempt; a unit whose lease expires after its job's
     `max_attempts` claims is failed instead ("lease expired ..."), and the next unit is tried. Race-free
@@ -319,6 +320,8 @@ def claim_unit(
         )
         if kind_list is not None:
             query = query.where(Job.kind.in_(kind_list))
+        if job_ids is not None:
+            query = query.where(Job.id.in_([int(j) for j in job_ids]))
         row = session.execute(query).first()
         if row is None:
             return None
@@ -408,6 +411,22 @@ def release(db: Database, unit_id: int, worker_id: str) -> UnitRecord:
         unit = _unit_row(session, unit_id)
         _refresh_job_state(session, _job_row(session, unit.job_id, lock=True))
         return _unit_record(unit)
+
+    return db.transaction(work)
+
+
+def requeue_failed(db: Database, job_id: int) -> int:
+    """Put a job's failed units back in the queue with a fresh attempt count (running the same job again after
+    fixing what failed); returns how many. A cancelled job stays cancelled (JobError)."""
+
+    def work(session: Session) -> int:
+        job = _job_row(session, job_id, lock=True)
+        if job.state == "cancelled":
+            raise JobError(f"job {job_id} was cancelled; create it again instead of re-queueing its units")
+        count = _update(session, sa.update(WorkUnit).where(WorkUnit.job_id == job_id, WorkUnit.state == "failed")
+                        .values(state="queued", attempts=0, worker_id=None, lease_expires_at=None, error=None))
+        _refresh_job_state(session, job)
+        return count
 
     return db.transaction(work)
 

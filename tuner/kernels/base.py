@@ -57,7 +57,8 @@ class KernelConfig:
         missing = [k for k in CONFIG_KEYS if k not in data]
         if missing:
             raise ValueError(f"kernel config {data!r} lacks key(s) {', '.join(missing)}")
-        return cls(*(int(data[k]) for k in CONFIG_KEYS), use_tma=bool(data.get("USE_TMA", False)))
+        m, n, k, g, w, st = (int(data[key]) for key in CONFIG_KEYS)
+        return cls(m, n, k, g, w, st, use_tma=bool(data.get("USE_TMA", False)))
 
     @property
     def key(self) -> str:

@@ -9,7 +9,6 @@ kernel, the search and the timing harness know nothing of them.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -22,7 +21,6 @@ from tuner.store.kernels import (
     MeasurementContext,
     get_or_create_sweep,
     load_best_configs,
-    mark_interrupted_sweeps,
     save_best_configs,
     set_sweep_status,
 )
@@ -71,69 +69,91 @@ def describe_kernel_source(backend: object) -> str:
     return f"timing in {version}'s own fused-MoE kernel ({down}{tma})"
 
 
+class SweepSession:
+    """One sweep on one GPU: its backend, its row in the store, the per-GPU runner and the compile pool. Batch sizes
+    are run one at a time (`run_batch`), by `run_sweep` in order or by a worker as it claims them."""
+
+    def __init__(self, spec: SweepSpec, database_url: str, device_index: int = 0,
+                 compile_workers: int | None = None, print_fn: Callable[[str], None] | None = None) -> None:
+        import torch
+        import triton
+
+        from tuner.kernels.family import get_family
+        from tuner.kernels.timing import BENCH_METHOD, require_cuda
+        from tuner.search.compile_pool import CompilePool
+        from tuner.search.runners import runner_for
+
+        require_cuda()
+        self.spec = spec
+        family = get_family(spec.kernel)
+        torch.cuda.set_device(device_index)
+        device = torch.device("cuda", device_index)
+        backend = family.get_backend(spec.kernel_source)
+        if print_fn is not None:
+            print_fn(describe_kernel_source(backend))
+        proxy_for = getattr(backend, "proxy_for", None)
+        self.db = open_database(database_url)
+        device_name = torch.cuda.get_device_name(device)
+        ctx = MeasurementContext(family.name, backend.name, device_name, triton.__version__, BENCH_METHOD)
+        shape_json = family.shape_to_json(spec.shape)
+        self.sweep_id = get_or_create_sweep(
+            self.db, model=spec.model, tp=spec.tp, ep=spec.ep, shared_experts_fusion=spec.shared_experts_fusion,
+            dtype=shape_json["quant"], kernel=family.name, kernel_source=backend.name, device_name=device_name,
+            triton_version=triton.__version__, torch_version=torch.__version__, bench_method=BENCH_METHOD,
+            shape=shape_json, shape_key=family.shape_key(spec.shape),
+            batch_sizes=list(spec.batch_sizes), strategy=spec.strategy,
+            engine_version=backend.version if backend.name != "tuner" else None,
+            notes={"kernel_version": backend.version, "proxy_for": proxy_for,
+                   "down_configs": backend.supports_down_config, "use_tma": backend.supports_tma},
+        )
+        self.report = SweepReport(self.sweep_id, device_name, triton.__version__, backend.name, backend.version,
+                                  proxy_for)
+        self.runner = runner_for(family.name, spec, backend, device, self.db, ctx)
+        self.pool = CompilePool(family.name, shape_json, backend.name, device_index, compile_workers)
+
+    def run_batch(self, batch_size: int, on_progress: Callable[[int], None] | None = None) -> BatchResult:
+        """Search one batch size; its best config is stored before this returns."""
+        self.pool.batch_size = batch_size
+        result = self.runner.sweep(batch_size, self.pool, on_progress)
+        self.report.results.append(result)
+        row = self.runner.best_row(result)
+        save_best_configs(self.db, self.sweep_id, [row] if row is not None else [])
+        set_sweep_status(self.db, self.sweep_id, "running", gpu_seconds_delta=result.gpu_seconds)
+        return result
+
+    def mark(self, status: str) -> None:
+        """Set the stored sweep's status; "finished" only once every wanted batch size has a best config
+        (with several workers, the last one to finish marks it)."""
+        if status == "finished" and not set(load_best_configs(self.db, self.sweep_id)) >= set(self.spec.batch_sizes):
+            status = "running"
+        set_sweep_status(self.db, self.sweep_id, status)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.db.dispose()
+
+
 def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile_workers: int | None = None,
               batch_sizes: tuple[int, ...] | None = None, progress: bool = True,
               print_fn: Callable[[str], None] | None = None) -> SweepReport:
-    """Sweep `batch_sizes` (default: all of the spec's) on one GPU. Safe to run again: it resumes."""
-    import torch
-    import triton
-
-    from tuner.kernels.family import get_family
-    from tuner.kernels.timing import BENCH_METHOD, require_cuda
-    from tuner.search.compile_pool import CompilePool
-    from tuner.search.runners import runner_for
-
-    require_cuda()
-    family = get_family(spec.kernel)
-    torch.cuda.set_device(device_index)
-    device = torch.device("cuda", device_index)
-    backend = family.get_backend(spec.kernel_source)
-    if print_fn is not None:
-        print_fn(describe_kernel_source(backend))
-    proxy_for = getattr(backend, "proxy_for", None)
-    db = open_database(database_url)
-    device_name = torch.cuda.get_device_name(device)
-    ctx = MeasurementContext(family.name, backend.name, device_name, triton.__version__, BENCH_METHOD)
-    shape_json = family.shape_to_json(spec.shape)
-    sweep_id = get_or_create_sweep(
-        db, model=spec.model, tp=spec.tp, ep=spec.ep, shared_experts_fusion=spec.shared_experts_fusion,
-        dtype=shape_json["quant"], kernel=family.name, kernel_source=backend.name, device_name=device_name,
-        triton_version=triton.__version__, torch_version=torch.__version__, bench_method=BENCH_METHOD,
-        shape=shape_json, shape_key=family.shape_key(spec.shape),
-        batch_sizes=list(spec.batch_sizes), strategy=spec.strategy,
-        engine_version=backend.version if backend.name != "tuner" else None,
-        notes={"kernel_version": backend.version, "proxy_for": proxy_for,
-               "down_configs": backend.supports_down_config, "use_tma": backend.supports_tma},
-    )
-    report = SweepReport(sweep_id, device_name, triton.__version__, backend.name, backend.version, proxy_for)
-    runner = runner_for(family.name, spec, backend, device, db, ctx)
-    pool = CompilePool(family.name, shape_json, backend.name, device_index, compile_workers)
+    """Sweep `batch_sizes` (default: all of the spec's) in order on one GPU. Safe to run again: it resumes."""
+    session = SweepSession(spec, database_url, device_index, compile_workers, print_fn)
     sizes = batch_sizes or spec.batch_sizes
     try:
         with _Progress(progress, len(sizes), spec) as bar:
             for batch_size in sizes:
-                pool.batch_size = batch_size
-                bar.start_batch(batch_size, runner.budget())
-                result = runner.sweep(batch_size, pool, bar.advance)
-                report.results.append(result)
-                row = runner.best_row(result)
-                save_best_configs(db, sweep_id, [row] if row is not None else [])
-                set_sweep_status(db, sweep_id, "running", gpu_seconds_delta=result.gpu_seconds)
-                bar.finish_batch(result)
-        # With --gpus, each worker sweeps a share of the batch sizes: the last one to finish marks the sweep done.
-        wanted = set(spec.batch_sizes)
-        covered = set(sizes) >= wanted or set(load_best_configs(db, sweep_id)) >= wanted
-        set_sweep_status(db, sweep_id, "finished" if covered else "running")
+                bar.start_batch(batch_size, session.runner.budget())
+                bar.finish_batch(session.run_batch(batch_size, bar.advance))
+        session.mark("finished")
     except KeyboardInterrupt:
-        set_sweep_status(db, sweep_id, "interrupted")
+        session.mark("interrupted")
         raise
     except BaseException:
-        set_sweep_status(db, sweep_id, "failed")
+        session.mark("failed")
         raise
     finally:
-        pool.close()
-        db.dispose()
-    return report
+        session.close()
+    return session.report
 
 
 class _Progress:
@@ -194,42 +214,4 @@ def batch_line(r: BatchResult) -> str:
             f"measured {r.measured} reused {r.reused} wrong {r.rejected_wrong}")
 
 
-def _gpu_worker(spec: SweepSpec, database_url: str, device_index: int, sizes: tuple[int, ...],
-                compile_workers: int) -> None:
-    run_sweep(spec, database_url, device_index, compile_workers, batch_sizes=sizes, progress=False)
-
-
-def run_sweep_multi_gpu(spec: SweepSpec, database_url: str, gpus: list[int]) -> None:
-    """One worker process per GPU, batch sizes dealt round-robin; results merge in the database."""
-    import os
-
-    if len(gpus) == 1:
-        run_sweep(spec, database_url, gpus[0])
-        return
-    db = open_database(database_url)
-    mark_interrupted_sweeps(db)
-    db.dispose()
-    per_gpu_compile = max(1, ((os.cpu_count() or 2) - len(gpus)) // len(gpus))
-    ctx = mp.get_context("spawn")
-    procs = []
-    for i, gpu in enumerate(gpus):
-        sizes = tuple(spec.batch_sizes[i::len(gpus)])
-        p = ctx.Process(target=_gpu_worker, args=(spec, database_url, gpu, sizes, per_gpu_compile), daemon=False)
-        p.start()
-        procs.append(p)
-    try:
-        for p in procs:
-            p.join()
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
-    failed = [gpus[i] for i, p in enumerate(procs) if p.exitcode != 0]
-    if failed:
-        from tuner.errors import TunerError
-
-        raise TunerError(f"the sweep worker(s) on GPU {failed} failed; re-run the same command to resume")
-
-
-__all__ = ["BatchResult", "SweepReport", "SweepSpec", "run_sweep", "run_sweep_multi_gpu"]
+__all__ = ["BatchResult", "SweepReport", "SweepSession", "SweepSpec", "run_sweep"]

@@ -156,7 +156,8 @@ class BatchSweeper:
         if prior is not None:
             return prior
         t0 = time.perf_counter()
-        status, detail = ("ok", "") if self.pool is None else self.pool.wait(configs)
+        status, detail_text = ("ok", "") if self.pool is None else self.pool.wait(configs)
+        detail: str | None = detail_text
         err = latency = spread = None
         timed = 0
         if status == "ok":

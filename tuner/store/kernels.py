@@ -289,15 +289,15 @@ def load_best_configs(db: Database, sweep_id: int) -> dict[int, BestConfig]:
             .where(KernelBestConfig.sweep_id == sweep_id)
             .order_by(KernelBestConfig.batch_size)
         )
-        return {
-            row.batch_size: BestConfig(
-                batch_size=row.batch_size,
-                **{name: (dict(v) if isinstance(v := getattr(row, name), Mapping) else v) for name in _BEST_FIELDS},
-            )
-            for row in rows
-        }
+        return {row.batch_size: _best_config(row) for row in rows}
 
     return db.transaction(work, read_only=True)
+
+
+def _best_config(row: KernelBestConfig) -> BestConfig:
+    values: dict[str, Any] = {name: getattr(row, name) for name in _BEST_FIELDS}
+    plain: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in values.items()}
+    return BestConfig(batch_size=row.batch_size, **plain)
 
 
 def get_sweep(db: Database, sweep_id: int) -> SweepRecord | None:

@@ -387,7 +387,7 @@ def _load_layout(layout: EngineLayout) -> EngineBackend | None:
     )
     # A separate down config reaches the kernel only through SGLang's own file lookup (get_moe_configs with
     # down_moe, reading SGLANG_MOE_CONFIG_DIR on each uncached call), and only if that really works here.
-    if (engine == "sglang" and "down_moe" in _params(get_moe_configs or (lambda: None))
+    if (engine == "sglang" and get_moe_configs is not None and "down_moe" in _params(get_moe_configs)
             and "return_down_config" in _params(lookup) and hasattr(get_moe_configs, "cache_clear")):
         import triton
 

@@ -1,0 +1,230 @@
+"""The worker loop: claim a work unit, keep its lease alive while it runs, record the outcome, repeat.
+
+Any number of workers on any number of hosts share one database. A worker that dies leaves its unit to be taken
+over when the lease ends (nothing it measured is lost: measurements are stored as they arrive); Ctrl-C gives the
+unit back at once. What a unit *does* is its job kind's handler (`handler_for(job)`): for kernel sweeps, a
+`SweepSession` on this worker's GPU, kept across the units of one job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tuner.errors import LeaseLostError
+from tuner.jobs import units
+from tuner.store.db import Database, open_database
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_S = 120.0  # a unit is taken over this long after its worker's last heartbeat
+DEFAULT_HEARTBEAT_S = 20.0
+DEFAULT_POLL_S = 2.0
+
+
+class UnitHandler(Protocol):
+    """Runs the units of one job in this worker (state such as a GPU session lives here between units)."""
+
+    def run(self, unit: units.UnitRecord) -> dict[str, Any]:
+        """Do the unit's work; returns its result (a JSON object). Raise to fail the unit."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class WorkerSummary:
+    worker_id: str
+    done: list[str] = field(default_factory=list)  # "job#id/unit key"
+    failed: list[str] = field(default_factory=list)
+
+
+class _Heartbeat:
+    """Renews a unit's lease every `every_s` seconds in a background thread until stopped; records a lost lease."""
+
+    def __init__(self, db: Database, unit_id: int, worker_id: str, lease_s: float, every_s: float) -> None:
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._args = (db, unit_id, worker_id, lease_s)
+        self._every_s = every_s
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{unit_id}", daemon=True)
+
+    def _loop(self) -> None:
+        db, unit_id, worker_id, lease_s = self._args
+        while not self._stop.wait(self._every_s):
+            try:
+                units.heartbeat(db, unit_id, worker_id, lease_s=lease_s)
+            except LeaseLostError as exc:
+                self.lost = str(exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - a database hiccup: try again at the next beat
+                log.warning("heartbeat for unit %s failed: %s", unit_id, exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def work(
+    database_url: str,
+    handler_for: Callable[[units.JobRecord], UnitHandler],
+    *,
+    kinds: list[str] | None = None,
+    job_ids: list[int] | None = None,
+    worker_id: str | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    poll_s: float = DEFAULT_POLL_S,
+    stay: bool = False,
+    print_fn: Callable[[str], None] | None = None,
+) -> WorkerSummary:
+    """Claim and run units of `kinds` (and of `job_ids`, if given) until none is left.
+
+    Units other workers hold are waited for (if such a worker died, its lease ends and the unit comes back); with
+    `stay`, the worker polls for new work forever (a service's worker). Ctrl-C releases the unit in hand and
+    re-raises. A unit whose handler raises is failed with the error; the loop goes on.
+    """
+    worker_id = worker_id or units.new_worker_id()
+    summary = WorkerSummary(worker_id)
+    db = open_database(database_url)
+    handlers: dict[int, UnitHandler] = {}
+    say = print_fn or (lambda _line: None)
+    try:
+        while True:
+            claim = units.claim_unit(db, worker_id, kinds=kinds, lease_s=lease_s, job_ids=job_ids)
+            if claim is None:
+                if stay or _held_by_others(db, kinds, job_ids):
+                    time.sleep(poll_s)
+                    continue
+                return summary
+            unit, job = claim.unit, claim.job
+            label = f"job#{job.id}/{unit.key}"
+            if job.id not in handlers:
+                handlers[job.id] = handler_for(job)
+            try:
+                with _Heartbeat(db, unit.id, worker_id, lease_s, heartbeat_s) as beat:
+                    result = handlers[job.id].run(unit)
+                if beat.lost:
+                    say(f"{label}: lease lost while running ({beat.lost}); its result is not recorded")
+                    continue
+                units.complete(db, unit.id, worker_id, result)
+                summary.done.append(label)
+            except KeyboardInterrupt:
+                _give_back(db, unit.id, worker_id)
+                raise
+            except LeaseLostError as exc:
+                say(f"{label}: {exc}")
+            except Exception as exc:  # a failed unit is recorded; the worker goes on
+                log.exception("%s failed", label)
+                _fail(db, unit.id, worker_id, f"{type(exc).__name__}: {exc}")
+                summary.failed.append(label)
+                say(f"{label} failed: {type(exc).__name__}: {exc}")
+    finally:
+        for handler in handlers.values():
+            handler.close()
+        db.dispose()
+
+
+def _held_by_others(db: Database, kinds: list[str] | None, job_ids: list[int] | None) -> bool:
+    """Whether other workers hold units this worker could take over if their leases ended."""
+    for p in units.list_progress(db, states=("queued", "running")):
+        if (kinds is None or p.job.kind in kinds) and (job_ids is None or p.job.id in job_ids) and p.claimed:
+            return True
+    return False
+
+
+def _give_back(db: Database, unit_id: int, worker_id: str) -> None:
+    try:
+        units.release(db, unit_id, worker_id)
+    except Exception as exc:  # noqa: BLE001 - its lease will end anyway
+        log.warning("could not release unit %s: %s", unit_id, exc)
+
+
+def _fail(db: Database, unit_id: int, worker_id: str, error: str) -> None:
+    try:
+        units.fail(db, unit_id, worker_id, error)
+    except LeaseLostError as exc:
+        log.warning("unit %s: %s", unit_id, exc)
+
+
+# ------------------------------------------------------------------------------------------ kernel sweeps on GPUs
+
+
+class SweepHandler:
+    """Runs a kernel sweep's units (one batch size each) in one `SweepSession` on this worker's GPU."""
+
+    def __init__(self, job: units.JobRecord, database_url: str, device_index: int,
+                 compile_workers: int | None = None, print_fn: Callable[[str], None] | None = None) -> None:
+        from tuner.jobs.kernel_sweep import spec_from_json
+        from tuner.search.kernel_sweep import SweepSession
+
+        self.session = SweepSession(spec_from_json(job.spec), database_url, device_index, compile_workers, print_fn)
+        self.print_fn = print_fn
+
+    def run(self, unit: units.UnitRecord) -> dict[str, Any]:
+        from tuner.search.kernel_sweep import batch_line
+
+        result = self.session.run_batch(int(unit.payload["batch_size"]))  # type: ignore[arg-type]
+        if self.print_fn is not None:
+            self.print_fn(batch_line(result))
+        return {"best": result.best.key if result.best else None, "latency_us": result.best_latency_us,
+                "engine_latency_us": result.engine_latency_us, "default_latency_us": result.default_latency_us,
+                "kept_engine_choice": result.kept_engine_choice, "measured": result.measured}
+
+    def close(self) -> None:
+        try:
+            self.session.mark("finished")
+        finally:
+            self.session.close()
+
+
+def gpu_work(database_url: str, device_index: int, *, job_ids: list[int] | None = None,
+             compile_workers: int | None = None, stay: bool = False,
+             print_fn: Callable[[str], None] | None = None) -> WorkerSummary:
+    """A worker on GPU `device_index`: takes kernel-sweep units for this GPU's device name."""
+    import torch
+
+    from tuner.jobs.kernel_sweep import kind_for
+    from tuner.kernels.timing import require_cuda
+
+    require_cuda()
+    device_name = torch.cuda.get_device_name(device_index)
+    worker_id = f"{units.new_worker_id()}/gpu{device_index}"
+    return work(database_url, lambda job: SweepHandler(job, database_url, device_index, compile_workers, print_fn),
+                kinds=[kind_for(device_name)], job_ids=job_ids, worker_id=worker_id, stay=stay, print_fn=print_fn)
+
+
+def _gpu_process(database_url: str, device_index: int, job_ids: list[int] | None, compile_workers: int | None) -> None:
+    gpu_work(database_url, device_index, job_ids=job_ids, compile_workers=compile_workers, print_fn=print)
+
+
+def run_worker_processes(database_url: str, gpus: list[int], *, job_ids: list[int] | None = None,
+                         compile_workers: int | None = None) -> list[int]:
+    """One worker process per GPU until the work is done; returns the GPUs whose worker failed. Ctrl-C stops them
+    all (each gives its unit back)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_gpu_process, args=(database_url, gpu, job_ids, compile_workers)) for gpu in gpus]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    return [gpu for gpu, p in zip(gpus, procs) if p.exitcode != 0]
