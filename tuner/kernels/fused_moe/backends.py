@@ -391,13 +391,13 @@ def _load_layout(layout: EngineLayout) -> EngineBackend | None:
             and "return_down_config" in _params(lookup) and hasattr(get_moe_configs, "cache_clear")):
         import triton
 
+        # Its lookup logs every (re)read of our private files; those lines say nothing to the user.
+        logging.getLogger(config_mod.__name__).setLevel(logging.ERROR)
         folder = ConfigFolder(triton.__version__, lambda down: "", get_moe_configs.cache_clear)
         if _file_lookup_works(backend, folder):
             backend.folder = folder
             backend.supports_tma = _supports_tma(module)
             atexit.register(folder.close)
-            # Its lookup logs every (re)read of our private files; those lines say nothing to the user.
-            logging.getLogger(config_mod.__name__).setLevel(logging.ERROR)
         else:
             folder.close()
             log.warning("%s: its config lookup did not read a private %s; tuning one config for both GEMMs",
