@@ -132,3 +132,19 @@ def test_our_kernel_takes_a_separate_down_config_but_no_tma():
     assert backend.supports_down_config and not backend.supports_tma
     choice = backend.engine_choice(DSV3, 1)
     assert choice.configs == MoeConfigs(KernelConfig(64, 128, 128, 32, 4, 3)) and "default" in choice.source
+
+
+def test_a_proxy_sweep_says_so_plainly_before_any_work(monkeypatch):
+    from tuner.search.kernel_sweep import describe_kernel_source
+
+    monkeypatch.setitem(__import__("sys").modules, "sglang", None)
+    monkeypatch.setitem(__import__("sys").modules, "vllm", None)
+    line = describe_kernel_source(get_backend(None))
+    assert "sglang is not importable here" in line and "PROXY" in line and "may not carry over" in line
+
+
+def test_the_engine_sweep_names_its_kernel_and_what_it_tunes(sglang_0523):
+    from tuner.search.kernel_sweep import describe_kernel_source
+
+    assert describe_kernel_source(get_backend(None)) == (
+        "timing in sglang 0.5.23's own fused-MoE kernel (separate up and _down configs, USE_TMA)")
