@@ -7,7 +7,6 @@ import pytest
 from tuner.kernels.fp8_gemm.space import GemmConfig, default_config, gemm_space
 
 
-
 def test_hopper_keys_round_trip_in_sglangs_order():
     entry = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 1, "num_warps": 4,
              "num_stages": 3, "SWAP_AB": True, "SPLIT_K": 16}
