@@ -176,6 +176,21 @@ class MoeShape:
         )
 
 
+@dataclass(frozen=True, order=True)
+class GemmShape:
+    """One block-FP8 GEMM: N output features, K input features, the weight block [bn, bk]; `layers` names the
+    layers that have it (a deduplicated shape serves several)."""
+
+    n: int
+    k: int
+    block_shape: tuple[int, int] = (128, 128)
+    layers: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"N={self.n},K={self.k},block={self.block_shape[0]}x{self.block_shape[1]}"
+
+
 # The batch sizes SGLang's and vLLM's tuners write, and that our sweep covers by default.
 STANDARD_BATCH_SIZES: tuple[int, ...] = (
     1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096,

@@ -36,11 +36,12 @@ class KernelFamily(Protocol):
 
 
 def get_family(name: str) -> KernelFamily:
-    """The kernel family called `name` ("fused_moe"); TunerError listing the known ones otherwise."""
+    """The kernel family called `name` ("fused_moe", "fp8_gemm"); TunerError listing the known ones otherwise."""
     from tuner.errors import TunerError
+    from tuner.kernels.fp8_gemm.family import Fp8Gemm
     from tuner.kernels.fused_moe.family import FusedMoe
 
-    families: dict[str, KernelFamily] = {FusedMoe.name: FusedMoe()}
+    families: dict[str, KernelFamily] = {FusedMoe.name: FusedMoe(), Fp8Gemm.name: Fp8Gemm()}
     if name not in families:
         raise TunerError(f"unknown kernel {name!r}; known kernels: {', '.join(sorted(families))}")
     return families[name]

@@ -12,26 +12,11 @@ pairs in shared/reference/kernels.md. Only models whose checkpoints are block-FP
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from tuner.errors import ModelConfigError
+from tuner.kernels.base import GemmShape
 from tuner.models.config import ModelConfig
-
-
-@dataclass(frozen=True, order=True)
-class GemmShape:
-    """One block-FP8 GEMM: N output features, K input features, the weight block [bn, bk]; `layers` names the
-    layers that have it (a deduplicated shape serves several)."""
-
-    n: int
-    k: int
-    block_shape: tuple[int, int] = (128, 128)
-    layers: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> str:
-        return f"N={self.n},K={self.k},block={self.block_shape[0]}x{self.block_shape[1]}"
 
 
 def weight_block_shape(cfg: ModelConfig) -> tuple[int, int] | None:

@@ -64,7 +64,10 @@ def describe_kernel_source(backend: object) -> str:
         return (f"{proxy} is not importable here: timing tuner's own kernel ({version}) as a PROXY for {proxy}'s. "
                 f"Its ranking of configs may not carry over to {proxy}'s kernel; install {proxy} for a sweep "
                 "in the kernel that will read the files")
-    down = "separate up and _down configs" if getattr(backend, "supports_down_config", False) else "one config for both GEMMs"
+    if not hasattr(backend, "supports_down_config"):  # the block-FP8 GEMM
+        hopper = " with its sm90 SWAP_AB / SPLIT_K variant" if getattr(backend, "hopper_keys", False) else ""
+        return f"timing in {version}'s own block-FP8 GEMM{hopper}"
+    down = "separate up and _down configs" if backend.supports_down_config else "one config for both GEMMs"
     tma = ", USE_TMA" if getattr(backend, "supports_tma", False) else ""
     return f"timing in {version}'s own fused-MoE kernel ({down}{tma})"
 
@@ -104,7 +107,8 @@ class SweepSession:
             batch_sizes=list(spec.batch_sizes), strategy=spec.strategy,
             engine_version=backend.version if backend.name != "tuner" else None,
             notes={"kernel_version": backend.version, "proxy_for": proxy_for,
-                   "down_configs": backend.supports_down_config, "use_tma": backend.supports_tma},
+                   "down_configs": getattr(backend, "supports_down_config", False),
+                   "use_tma": getattr(backend, "supports_tma", False)},
         )
         self.report = SweepReport(self.sweep_id, device_name, triton.__version__, backend.name, backend.version,
                                   proxy_for)

@@ -25,6 +25,8 @@ def runner_for(family: str, spec: Any, backend: Any, device: Any, db: Any, ctx: 
     """The batch runner of kernel family `family` for one sweep on one GPU."""
     if family == "fused_moe":
         return MoeRunner(spec, backend, device, db, ctx)
+    if family == "fp8_gemm":
+        return GemmRunner(spec, backend, device, db, ctx)
     from tuner.errors import TunerError
 
     raise TunerError(f"no sweep runner for kernel {family!r}")
@@ -76,3 +78,50 @@ class MoeRunner:
         return best_config_row(result) if result.best is not None else None
 
 
+
+
+class GemmRunner:
+    """One block-FP8 GEMM sweep (one (N, K)) on one GPU: weight copies made once, then one batch size at a time."""
+
+    def __init__(self, spec: Any, backend: Any, device: Any, db: Any, ctx: Any) -> None:
+        from tuner.kernels.fp8_gemm.problem import make_weight_copies
+
+        self.spec, self.backend, self.device, self.db, self.ctx = spec, backend, device, db, ctx
+        self.weights = make_weight_copies(spec.shape, device, seed=spec.seed)
+
+    def budget(self) -> int:
+        return self.spec.budget
+
+    def sweep(self, batch_size: int, pool: Any, on_progress: Callable[[int], None] | None) -> Any:
+        import torch
+
+        from tuner.kernels.fp8_gemm.problem import GemmProblem
+        from tuner.kernels.fp8_gemm.space import GemmConfig
+        from tuner.search.batch import BatchSweeper
+        from tuner.search.gemm_batch import (
+            GemmPlan,
+            neighbour_gemm_seeds,
+            shipped_gemm_seeds,
+            sweep_gemm_batch,
+        )
+
+        shape = self.spec.shape
+        plan = GemmPlan(
+            shape, batch_size, self.backend.engine_choice(shape.n, shape.k, shape.block_shape, batch_size),
+            hopper=self.backend.hopper_keys,
+            seeds=tuple(shipped_gemm_seeds(self.backend.config_folder(), shape, batch_size)
+                        + neighbour_gemm_seeds(self.db, self.ctx, shape, batch_size)),
+            strategy=self.spec.strategy, budget=self.spec.budget, seed=self.spec.seed,
+        )
+        problem = GemmProblem(shape, batch_size, self.backend, self.device, self.weights, seed=self.spec.seed)
+        try:
+            sweeper = BatchSweeper(self.db, self.ctx, shape, problem, pool, batch_size, parse_key=GemmConfig.from_key)
+            return sweep_gemm_batch(sweeper, plan, on_progress)
+        finally:
+            del problem
+            torch.cuda.empty_cache()
+
+    def best_row(self, result: Any) -> Any:
+        from tuner.search.gemm_batch import gemm_best_row
+
+        return gemm_best_row(result)
