@@ -143,3 +143,52 @@ def test_a_valid_routing_file_is_sampled_as_recorded(tmp_path):
     assert sample.shape == (100, 8) and sample.dtype == torch.int32
     rows = {tuple(r) for r in recorded[:, :8].tolist()}
     assert all(tuple(r) in rows for r in sample.tolist())
+
+
+def test_gemm_sweeps_export_sglang_files_with_sm90_keys_and_plain_vllm_files(data_dir, tmp_path, capsys, monkeypatch):
+    import sys
+    import types
+
+    from tuner.kernels.base import GemmShape
+    from tuner.kernels.family import get_family
+
+    shape = GemmShape(576, 7168, (128, 128), ("kv_a_proj_with_mqa",))
+    db = open_database(f"sqlite:///{data_dir / 'tuner.db'}")
+    sid = get_or_create_sweep(
+        db, model="deepseek-ai/DeepSeek-V3", tp=8, ep=1, shared_experts_fusion=False, dtype="fp8_w8a8_block",
+        kernel="fp8_gemm", kernel_source="sglang", device_name="NVIDIA H200", triton_version="3.6.0",
+        torch_version="2.11", bench_method="m", shape=get_family("fp8_gemm").shape_to_json(shape),
+        shape_key=shape.key, batch_sizes=[1, 4096], strategy="adaptive")
+    hopper = {**KernelConfig(16, 64, 128, 1, 4, 4).to_json_dict(), "SWAP_AB": True, "SPLIT_K": 4}
+    plain = KernelConfig(64, 128, 128, 32, 4, 3).to_json_dict()
+    save_best_configs(db, sid, [BestConfig(1, hopper, "k", 5.0, 8.0, single_config=plain),
+                                BestConfig(4096, plain, "p", 50.0, 60.0, single_config=plain)])
+    db.dispose()
+    out = tmp_path / "out"
+    # an installed SGLang's GEMM module, for --install to find its config folder
+    package = tmp_path / "site" / "sglang" / "kernels" / "ops" / "gemm"
+    (package / "configs").mkdir(parents=True)
+    name = "N=576,K=7168,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128, 128].json"
+    (package / "configs" / name).write_text("{}")
+    module = types.ModuleType("sglang.kernels.ops.gemm.fp8_kernel")
+    module.__file__ = str(package / "fp8_kernel.py")
+    module.w8a8_block_fp8_matmul_triton = module.get_w8a8_block_fp8_configs = lambda *a: None
+    monkeypatch.setitem(sys.modules, "sglang", types.ModuleType("sglang"))
+    monkeypatch.setitem(sys.modules, "sglang.kernels.ops.gemm.fp8_kernel", module)
+    assert main(["export", "--model", "DeepSeek-V3", "--tp", "8", "--out", str(out), "--install"]) == 0
+    sglang = json.loads((out / "sglang-fp8-gemm" / name).read_text())
+    assert sglang == {"1": hopper, "4096": plain}
+    vllm = json.loads((out / "vllm" / name.replace("[128, 128]", "[128,128]")).read_text())
+    assert vllm == {"1": plain, "4096": plain}  # vLLM's kernel knows no SWAP_AB / SPLIT_K
+    printed = capsys.readouterr().out
+    assert "(replaces the file there)" in printed and "installed" in printed
+    assert json.loads((package / "configs" / name).read_text()) == sglang
+
+
+def test_gemm_options_are_checked_before_any_work(data_dir, capsys):
+    assert main(["kernel-sweep", "--model", "GLM-4.7-FP8", "--tp", "8", "--kernel", "fp8-gemm"]) == 2
+    assert "not a block-FP8 checkpoint" in capsys.readouterr().err
+    assert main(["kernel-sweep", "--model", "DeepSeek-V3", "--tp", "8", "--shapes", "576,7168"]) == 2
+    assert "--shapes is for --kernel fp8-gemm" in capsys.readouterr().err
+    assert main(["kernel-sweep", "--model", "DeepSeek-V3", "--tp", "8", "--kernel", "fp8-gemm", "--shapes", "5x7"]) == 2
+    assert "N,K pairs" in capsys.readouterr().err

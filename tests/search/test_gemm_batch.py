@@ -80,3 +80,10 @@ def test_shipped_files_of_any_device_seed_the_search(tmp_path):
     kernel = FakeGemm()
     _run(tmp_path, kernel, seeds=seeds)
     assert seeds[0] in kernel.timed
+
+
+def test_the_best_plain_config_is_kept_for_engines_without_the_sm90_keys(tmp_path):
+    r = _run(tmp_path, FakeGemm())
+    row = gemm_best_row(r)
+    assert r.best.hopper and r.plain is not None and not r.plain.hopper
+    assert "SWAP_AB" not in row.single_config and row.single_latency_us >= row.latency_us

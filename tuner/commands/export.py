@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (SGLang: SGLANG_MOE_CONFIG_DIR=<out>; vLLM: <out>/vllm)")
     p.add_argument("--format", default="sglang,vllm", help="comma-separated: sglang, vllm (default both)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--install", action="store_true",
+                   help="also copy FP8 GEMM files into the installed SGLang's config folder (it reads them only "
+                   "there), after listing the files it replaces")
     p.add_argument("--list", action="store_true", help="list the sweeps in the database and exit")
     p.add_argument("--flag-study", metavar="NAME",
                    help="instead of kernel configs: export a flag study's best config (SGLang --config YAML, "
@@ -27,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def export_latest(settings: Settings, model: str, tp: int, ep: int, out_dir: str, formats: str, force: bool,
-                  shape_key: str | None = None, device_name: str | None = None) -> list:
+                  shape_keys: list[str] | None = None, device_name: str | None = None) -> list:
     from tuner.export.from_store import export_sweeps, find_sweeps
     from tuner.models.config import load_model_config
     from tuner.store.db import open_database
@@ -35,7 +38,8 @@ def export_latest(settings: Settings, model: str, tp: int, ep: int, out_dir: str
     name = load_model_config(model).name
     db = open_database(settings.resolved_database_url)
     try:
-        sweeps = find_sweeps(db, name, tp, ep, device_name=device_name, shape_key=shape_key)
+        sweeps = [s for s in find_sweeps(db, name, tp, ep, device_name=device_name)
+                  if shape_keys is None or s.shape_key in shape_keys]
         return export_sweeps(db, sweeps, out_dir, _formats(formats), force)
     finally:
         db.dispose()
@@ -50,6 +54,21 @@ def print_exported(files: list) -> None:
             if note not in shown:
                 shown.add(note)
                 print(f"  note: {note}")
+
+
+def _install_gemm(paths: list) -> None:  # type: ignore[no-untyped-def]
+    from tuner.export.gemm import install_sglang_gemm_files
+    from tuner.kernels.fp8_gemm.backends import load_sglang_gemm
+
+    if not paths:
+        raise TunerError("--install copies SGLang FP8 GEMM files, and this export wrote none (no fp8_gemm sweep)")
+    backend = load_sglang_gemm()
+    folder = backend.config_folder() if backend is not None else None
+    if folder is None:
+        raise TunerError("--install: SGLang's block-FP8 GEMM is not importable here, so there is no folder to install "
+                         "into; copy the files from --out into sglang/kernels/ops/gemm/configs/ yourself")
+    for path in install_sglang_gemm_files(paths, folder, print):
+        print(f"installed {path}")
 
 
 def _formats(text: str) -> list[str]:
@@ -90,7 +109,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sweeps = find_sweeps(db, name, args.tp, args.ep, device_name=args.device_name)
         formats = _formats(args.format)
         writable_folder(args.out, "--out")
-        print_exported(export_sweeps(db, sweeps, args.out, formats, args.force))
+        exported = export_sweeps(db, sweeps, args.out, formats, args.force)
+        print_exported(exported)
+        if args.install:
+            _install_gemm([f.path for f in exported if f.engine == "sglang" and "fp8" in f.path.parent.name])
         for hint in usage_hints(args.out, formats):
             print(hint)
         return 0

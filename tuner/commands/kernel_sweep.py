@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="fuse the shared expert into the MoE (E+1, top-k+1); default: what SGLang does")
     fusion.add_argument("--no-shared-experts-fusion", dest="fusion", action="store_false",
                         help="as SGLang's --disable-shared-experts-fusion")
+    p.add_argument("--kernel", default="fused-moe", choices=["fused-moe", "fp8-gemm", "all"],
+                   help="which kernel: the fused MoE (default), the dense layers' block-FP8 GEMM (one sweep per "
+                   "(N, K) of the model, or --shapes), or both")
+    p.add_argument("--shapes", help="with --kernel fp8-gemm: GEMM shapes as N,K pairs, e.g. '576,7168 4096,512' "
+                   "(default: every block-FP8 dense layer of the model at --tp)")
     p.add_argument("--batch-sizes", help="comma-separated M values (default: the 18 standard ones)")
     p.add_argument("--exhaustive", action="store_true", help="measure the whole config space of SGLang's tuner (slow; for comparison)")
     p.add_argument("--budget", type=int, default=32,
@@ -61,52 +66,82 @@ def parse_batch_sizes(text: str | None) -> tuple[int, ...]:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tuner.models.config import load_model_config
     from tuner.models.shapes import derive_moe_shape
+    from tuner.search.kernel_sweep import SweepSpec
 
     cfg = load_model_config(args.model)
-    shape = derive_moe_shape(cfg, tp=args.tp, ep=args.ep, shared_experts_fusion=args.fusion,
-                             device=_local_fusion_device())
     batch_sizes = parse_batch_sizes(args.batch_sizes)
-    if args.routing:  # a bad file is reported before any GPU work or database row
+    moe = args.kernel in ("fused-moe", "all")
+    shape = derive_moe_shape(cfg, tp=args.tp, ep=args.ep, shared_experts_fusion=args.fusion,
+                             device=_local_fusion_device()) if moe else None
+    if args.routing and shape is not None:  # a bad file is reported before any GPU work or database row
         from tuner.kernels.fused_moe.problem import load_routing_trace
 
         load_routing_trace(args.routing, shape)
+    gemm_shapes = _gemm_shapes(args, cfg)
     if args.interpret:
+        if shape is None:
+            raise TunerError("--interpret checks the fused-MoE kernel; the GEMM's interpreter check is in the tests")
         from tuner.search.interpret_check import run_interpret_check
 
         return run_interpret_check(shape, print_fn=print)
-
-    from tuner.search.kernel_sweep import SweepSpec
-
     for flag, value in (("--budget", args.budget), ("--down-budget", args.down_budget)):
         if value < 1:
             raise TunerError(f"{flag} must be a positive number of configs, got {value}")
     gpus = _parse_gpus(args.gpus)
-    spec = SweepSpec(
-        model=cfg.name, tp=args.tp, ep=args.ep, shared_experts_fusion=shape.fused_shared_experts > 0,
-        shape=shape, batch_sizes=batch_sizes, strategy="exhaustive" if args.exhaustive else "adaptive",
-        budget=args.budget, down_budget=args.down_budget,
-        kernel_source=None if args.kernel_source == "auto" else args.kernel_source,
-        seed=args.seed, routing_path=args.routing,
-    )
-    print(f"{cfg.name} TP{args.tp} EP{args.ep}: {shape.key}")
-    from tuner.jobs.kernel_sweep import plan_sweep, run_sweep_on_gpus, sweep_results
+    common = dict(model=cfg.name, tp=args.tp, ep=args.ep, batch_sizes=batch_sizes,
+                  strategy="exhaustive" if args.exhaustive else "adaptive", budget=args.budget,
+                  down_budget=args.down_budget, kernel_source=None if args.kernel_source == "auto" else args.kernel_source,
+                  seed=args.seed)
+    specs = []
+    if shape is not None:
+        print(f"{cfg.name} TP{args.tp} EP{args.ep}: {shape.key}")
+        specs.append(SweepSpec(shared_experts_fusion=shape.fused_shared_experts > 0, shape=shape,
+                               routing_path=args.routing, **common))  # type: ignore[arg-type]
+    for g in gemm_shapes:
+        print(f"{cfg.name} TP{args.tp}: FP8 GEMM {g.key} ({', '.join(g.layers)})")
+        specs.append(SweepSpec(shared_experts_fusion=False, shape=g, kernel="fp8_gemm", **common))  # type: ignore[arg-type]
+    from tuner.jobs.kernel_sweep import plan_sweep, run_sweeps_on_gpus, sweep_results
     from tuner.jobs.worker import gpu_work
 
     url = settings.resolved_database_url
-    job = plan_sweep(url, spec)
-    print(f"job #{job.id}: {len(batch_sizes)} batch sizes on {len(gpus)} GPU(s); re-running this command resumes it")
+    jobs = [plan_sweep(url, spec) for spec in specs]
+    print(f"job(s) {', '.join(f'#{j.id}' for j in jobs)}: {len(batch_sizes)} batch sizes each on {len(gpus)} GPU(s); "
+          "re-running this command resumes them")
     if len(gpus) == 1:
-        gpu_work(url, gpus[0], job_ids=[job.id], compile_workers=args.compile_workers, print_fn=print)
+        gpu_work(url, gpus[0], job_ids=[j.id for j in jobs], compile_workers=args.compile_workers, print_fn=print)
     else:
-        run_sweep_on_gpus(url, spec, gpus, args.compile_workers)
-    for line in sweep_results(url, spec):
-        print(line)
+        run_sweeps_on_gpus(url, [j.id for j in jobs], gpus, args.compile_workers)
+    for spec in specs:
+        for line in sweep_results(url, spec):
+            print(("" if spec.kernel == "fused_moe" else f"FP8 GEMM {spec.shape.key}: ") + line)
     if args.export:
         from tuner.commands.export import export_latest, print_exported
 
         print_exported(export_latest(settings, model=cfg.name, tp=args.tp, ep=args.ep, out_dir=args.export,
-                                     formats=args.format, force=args.force, shape_key=shape.key))
+                                     formats=args.format, force=args.force,
+                                     shape_keys=[s.shape.key for s in specs]))
     return 0
+
+
+def _gemm_shapes(args: argparse.Namespace, cfg) -> list:  # type: ignore[no-untyped-def]
+    """The GEMM shapes to sweep: --shapes, else the model's block-FP8 dense layers; none for --kernel fused-moe.
+    With --kernel all, a model that is not block-FP8 simply has none (said once)."""
+    from tuner.errors import ModelConfigError
+    from tuner.models.gemm_shapes import derive_gemm_shapes, parse_gemm_shapes, weight_block_shape
+
+    if args.kernel == "fused-moe":
+        if args.shapes:
+            raise TunerError("--shapes is for --kernel fp8-gemm or all")
+        return []
+    if args.shapes:
+        return parse_gemm_shapes(args.shapes, weight_block_shape(cfg) or (128, 128))
+    try:
+        return derive_gemm_shapes(cfg, tp=args.tp)
+    except ModelConfigError as exc:
+        if args.kernel == "all" and "not a block-FP8" in str(exc):
+            print(f"note: {exc}")
+            return []
+        raise
 
 
 def _local_fusion_device():  # type: ignore[no-untyped-def]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tuner.errors import ExportError
 from tuner.export.registry import get_exporter
 from tuner.export.tables import ConfigTable, TunedTables
-from tuner.kernels.base import KernelConfig, MoeShape
+from tuner.kernels.base import KernelConfig
 from tuner.store.db import Database
 from tuner.store.kernels import SweepRecord, list_sweeps, load_best_configs
 
@@ -26,7 +27,7 @@ class ExportedFile:
     notes: tuple[str, ...] = ()
 
 
-def shape_of(sweep: SweepRecord) -> MoeShape:
+def shape_of(sweep: SweepRecord) -> Any:
     """The stored sweep's shape, read back by its kernel family."""
     from tuner.kernels.family import get_family
 
@@ -81,6 +82,9 @@ def export_sweeps(db: Database, sweeps: list[SweepRecord], out_dir: str | Path, 
     out = Path(out_dir)
     written: list[ExportedFile] = []
     for sweep in sweeps:
+        if sweep.kernel == "fp8_gemm":
+            written += _export_gemm(db, sweep, out, formats, force)
+            continue
         shape, tables = shape_of(sweep), tables_of(db, sweep)
         for exporter in exporters:
             planned = exporter.plan(shape, sweep.device_name, sweep.triton_version, down=tables.down is not None)
@@ -91,6 +95,20 @@ def export_sweeps(db: Database, sweeps: list[SweepRecord], out_dir: str | Path, 
             for path in exporter.write(out, shape, sweep.device_name, sweep.triton_version, tables, force=force):
                 written.append(ExportedFile(path, exporter.name, sweep.id, notes))
     return written
+
+
+def _export_gemm(db: Database, sweep: SweepRecord, out: Path, formats: list[str], force: bool) -> list[ExportedFile]:
+    from tuner.export.gemm import gemm_files, write_gemm_files
+
+    files = gemm_files(db, sweep, shape_of(sweep), formats)  # type: ignore[arg-type]
+    result = []
+    for f in write_gemm_files(out, files, sweep.id, force):
+        notes = [n for n in (proxy_note(sweep, f.engine),) if n]
+        if f.engine == "sglang":
+            notes.append("SGLang reads GEMM configs only from its package folder "
+                         "(sglang/kernels/ops/gemm/configs/): `tuner export --install` copies them there")
+        result.append(ExportedFile(f.path, f.engine, sweep.id, tuple(notes)))
+    return result
 
 
 def usage_hints(out_dir: str | Path, formats: list[str]) -> list[str]:

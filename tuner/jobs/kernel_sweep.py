@@ -57,21 +57,20 @@ def plan_sweep(database_url: str, spec: SweepSpec, device_name: str | None = Non
         db.dispose()
 
 
-def run_sweep_on_gpus(database_url: str, spec: SweepSpec, gpus: list[int], compile_workers: int | None = None) -> int:
-    """Plan the sweep's job and run one worker process per GPU over its units, each claiming the next batch size as
-    it frees up; returns the job id. Results merge in the database; a killed worker's unit is taken over when its
-    lease ends. TunerError naming the GPUs whose worker failed."""
+def run_sweeps_on_gpus(database_url: str, job_ids: list[int], gpus: list[int],
+                       compile_workers: int | None = None) -> None:
+    """One worker process per GPU over the jobs' units, each claiming the next batch size as it frees up. Results
+    merge in the database; a killed worker's unit is taken over when its lease ends. TunerError naming the GPUs
+    whose worker failed."""
     import os
 
     from tuner.errors import TunerError
     from tuner.jobs.worker import run_worker_processes
 
-    job = plan_sweep(database_url, spec)
     per_gpu = compile_workers or max(1, ((os.cpu_count() or 2) - len(gpus)) // len(gpus))
-    failed = run_worker_processes(database_url, gpus, job_ids=[job.id], compile_workers=per_gpu)
+    failed = run_worker_processes(database_url, gpus, job_ids=job_ids, compile_workers=per_gpu)
     if failed:
         raise TunerError(f"the sweep worker(s) on GPU {failed} failed; re-run the same command to resume")
-    return job.id
 
 
 def sweep_results(database_url: str, spec: SweepSpec) -> list[str]:

@@ -47,6 +47,8 @@ class GemmBatchResult:
     default_latency_us: float | None
     kept_engine_choice: bool
     noise_us: float | None
+    plain: GemmConfig | None  # the best config without SGLang's sm90 keys (what vLLM's kernel can read)
+    plain_latency_us: float | None
     measured: int
     reused: int
     rejected_wrong: int
@@ -89,14 +91,19 @@ def sweep_gemm_batch(sweeper: BatchSweeper, plan: GemmPlan,
     finalists = Finalists()
     for m in fastest(list(sweeper.known.values()))[:FINALISTS]:
         finalists.add(GemmConfig.from_key(m.config_key))
+    plain_best = fastest([m for c, m in sweeper.known.items() if not c.hopper])
+    if plain_best:  # the best plain config gets final replays too: it is what vLLM's file holds
+        finalists.add(GemmConfig.from_key(plain_best[0].config_key))
     for baseline in (engine, default):
         if sweeper.known[baseline].status == "ok":
             finalists.add(baseline)
     finals = sweeper.finals(finalists.items) if finalists.items else {}
     decision = decide(finals, engine, GemmConfig.from_key)
+    plain = fastest([m for c, m in sweeper.known.items() if not c.hopper])
     return GemmBatchResult(
         plan.batch_size, decision.best, decision.best_latency_us, plan.engine, decision.engine_latency_us,
         finals[default].latency_us if default in finals else None, decision.kept_engine_choice, decision.noise_us,
+        GemmConfig.from_key(plain[0].config_key) if plain else None, plain[0].latency_us if plain else None,
         sweeper.measured, sweeper.reused, sweeper.wrong, sweeper.failed, sweeper.gpu_seconds,
     )
 
@@ -137,4 +144,5 @@ def gemm_best_row(r: GemmBatchResult) -> BestConfig | None:
         latency_us=float(r.best_latency_us or 0.0), default_latency_us=r.default_latency_us,
         engine_config={"config": r.engine.config.to_json_dict()}, engine_source=r.engine.source,
         engine_latency_us=r.engine_latency_us, kept_engine_choice=r.kept_engine_choice, noise_us=r.noise_us,
+        single_config=r.plain.to_json_dict() if r.plain is not None else None, single_latency_us=r.plain_latency_us,
     )
