@@ -88,10 +88,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if value < 1:
             raise TunerError(f"{flag} must be a positive number of configs, got {value}")
     gpus = _parse_gpus(args.gpus)
-    common = dict(model=cfg.name, tp=args.tp, ep=args.ep, batch_sizes=batch_sizes,
-                  strategy="exhaustive" if args.exhaustive else "adaptive", budget=args.budget,
-                  down_budget=args.down_budget, kernel_source=None if args.kernel_source == "auto" else args.kernel_source,
-                  seed=args.seed)
+    common = {"model": cfg.name, "tp": args.tp, "ep": args.ep, "batch_sizes": batch_sizes,
+              "strategy": "exhaustive" if args.exhaustive else "adaptive", "budget": args.budget,
+              "down_budget": args.down_budget, "seed": args.seed,
+              "kernel_source": None if args.kernel_source == "auto" else args.kernel_source}
     specs = []
     if shape is not None:
         print(f"{cfg.name} TP{args.tp} EP{args.ep}: {shape.key}")

@@ -82,8 +82,8 @@ def sweep_gemm_batch(sweeper: BatchSweeper, plan: GemmPlan,
                 else AdaptiveSearch(pruned, seeds, plan.budget, seed=plan.seed + plan.batch_size))
     search(sweeper, strategy, GemmConfig, lambda g: None if g.hopper else g.base, on_progress)
     if plan.hopper:
-        plain = [GemmConfig.from_key(m.config_key) for m in fastest(list(sweeper.known.values()))]
-        tops = [g.base for g in plain if not g.hopper][:HOPPER_BASES]
+        ranked = [GemmConfig.from_key(m.config_key) for m in fastest(list(sweeper.known.values()))]
+        tops = [g.base for g in ranked if not g.hopper][:HOPPER_BASES]
         variants = [v for v in gemm_space(plan.shape.block_shape, hopper=True) if v.hopper and v.base in tops]
         variants += [s for s in plan.seeds if s.hopper]
         search(sweeper, ExhaustiveSearch(list(dict.fromkeys(variants))), lambda g: g,  # type: ignore[arg-type]
