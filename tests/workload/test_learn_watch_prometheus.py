@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 
 import pytest
-
 from prometheus_server import free_port, require_prometheus, running_prometheus
+
 from tuner.cli import main
 from tuner.errors import WorkloadSourceError
 from tuner.jobs.units import list_jobs

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tuner.errors import TunerError, WorkloadSourceError
 from tuner.settings import Settings
+from tuner.workload.model import WorkloadModel
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +59,7 @@ def parse_time_s(text: str | None) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
-def learn_model(args: argparse.Namespace) -> tuple[object, str, str]:
+def learn_model(args: argparse.Namespace) -> tuple[WorkloadModel, str, str]:
     """(model, source kind, source reference) from the learn options."""
     from tuner.workload.files import fit_request_log, read_snapshots
     from tuner.workload.fit import ENGINES, fit_workload
@@ -108,12 +109,12 @@ def describe_lines(name: str, m, fingerprint: str) -> list[str]:  # type: ignore
     return [
         f"workload {name} ({m.engine}, fingerprint {fingerprint})",
         f"  window          {start} .. {end} ({m.window_s:.0f}s, step {m.step_s:g}s)",
-        f"  requests        {m.num_requests}  rate {m.rate_rps:.3f} req/s  peak {max(m.rate_profile_rps):.3f} req/s"
-        f"  burstiness {m.burstiness:.2f} (Poisson 1)",
-        f"  prompt tokens   mean {m.prompt_tokens.mean_tokens:.1f}  ({len(m.prompt_tokens.bins)} bins, "
-        f"{m.prompt_tokens.origin})",
-        f"  output tokens   mean {m.output_tokens.mean_tokens:.1f}  ({len(m.output_tokens.bins)} bins, "
-        f"{m.output_tokens.origin})",
+        (f"  requests        {m.num_requests}  rate {m.rate_rps:.3f} req/s  peak {max(m.rate_profile_rps):.3f} req/s"
+         f"  burstiness {m.burstiness:.2f} (Poisson 1)"),
+        (f"  prompt tokens   mean {m.prompt_tokens.mean_tokens:.1f}  ({len(m.prompt_tokens.bins)} bins, "
+         f"{m.prompt_tokens.origin})"),
+        (f"  output tokens   mean {m.output_tokens.mean_tokens:.1f}  ({len(m.output_tokens.bins)} bins, "
+         f"{m.output_tokens.origin})"),
         f"  prefix hit      {opt(m.prefix_cache_hit_ratio, '.3f')}",
         f"  accept length   {opt(m.spec_accept_length, '.2f')}",
     ]

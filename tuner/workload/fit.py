@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tuner.errors import WorkloadSourceError
+from tuner.runtime.engines.sglang import SGLANG_METRICS
+from tuner.runtime.engines.vllm import VLLM_METRICS
 from tuner.workload.model import LatencyHistogram, LengthBin, LengthDistribution, WorkloadModel
 
 
@@ -52,35 +54,42 @@ class EngineMetricNames:
         return names
 
 
-# SGLang 0.5.23 (TokenizerMetricsCollector / SchedulerMetricsCollector): token histograms are always defined.
+def _known(name: str | None) -> str:
+    if name is None:
+        raise AssertionError("an engine adapter lost a metric name workload learning needs")
+    return name
+
+
+# The names the engine adapters already know (tuner/runtime/engines), plus the length histograms and the
+# counters only learning needs. SGLang 0.5.23: token histograms always defined (TokenizerMetricsCollector).
 SGLANG = EngineMetricNames(
     engine="sglang",
-    requests="sglang:num_requests_total",
-    prompt_tokens="sglang:prompt_tokens_total",
-    generation_tokens="sglang:generation_tokens_total",
+    requests=_known(SGLANG_METRICS.requests_counter),
+    prompt_tokens=SGLANG_METRICS.prompt_tokens_counter,
+    generation_tokens=SGLANG_METRICS.generation_tokens_counter,
     prompt_hist="sglang:prompt_tokens_histogram",
     generation_hist="sglang:generation_tokens_histogram",
-    cache_hits="sglang:cached_tokens_total",
-    cache_queries="sglang:prompt_tokens_total",
-    ttft_hist="sglang:time_to_first_token_seconds",
-    itl_hist="sglang:inter_token_latency_seconds",
+    cache_hits=SGLANG_METRICS.cached_tokens_counter or "sglang:cached_tokens_total",
+    cache_queries=SGLANG_METRICS.prompt_tokens_counter,
+    ttft_hist=SGLANG_METRICS.ttft_histogram,
+    itl_hist=SGLANG_METRICS.itl_histogram,
     spec_verify="sglang:spec_verify_calls_total",
     spec_accept_gauge="sglang:spec_accept_length",
 )
-# vLLM V1 (0.10+): request length histograms and prefix-cache/spec-decode counters.
+# vLLM V1 (0.10+): request length histograms and the prefix-cache query counter.
 VLLM = EngineMetricNames(
     engine="vllm",
-    requests="vllm:request_success_total",
-    prompt_tokens="vllm:prompt_tokens_total",
-    generation_tokens="vllm:generation_tokens_total",
+    requests=_known(VLLM_METRICS.requests_counter),
+    prompt_tokens=VLLM_METRICS.prompt_tokens_counter,
+    generation_tokens=VLLM_METRICS.generation_tokens_counter,
     prompt_hist="vllm:request_prompt_tokens",
     generation_hist="vllm:request_generation_tokens",
-    cache_hits="vllm:prefix_cache_hits_total",
+    cache_hits=VLLM_METRICS.cached_tokens_counter or "vllm:prefix_cache_hits_total",
     cache_queries="vllm:prefix_cache_queries_total",
-    ttft_hist="vllm:time_to_first_token_seconds",
-    itl_hist="vllm:inter_token_latency_seconds",
-    spec_drafts="vllm:spec_decode_num_drafts_total",
-    spec_accepted="vllm:spec_decode_num_accepted_tokens_total",
+    ttft_hist=VLLM_METRICS.ttft_histogram,
+    itl_hist=VLLM_METRICS.itl_histogram,
+    spec_drafts=VLLM_METRICS.spec_drafts_counter,
+    spec_accepted=VLLM_METRICS.spec_accepted_tokens_counter,
 )
 ENGINES: dict[str, EngineMetricNames] = {"sglang": SGLANG, "vllm": VLLM}
 

@@ -85,7 +85,7 @@ def query_window(
             from None
     finally:
         client.close()
-    n = int(math.floor(window_s / step + 1e-9)) + 1
+    n = math.floor(window_s / step + 1e-9) + 1
     times = tuple(start_s + i * step for i in range(n))
     by_name: dict[str, list[Series]] = {}
     for row in result:

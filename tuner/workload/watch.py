@@ -18,7 +18,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from tuner.errors import TunerError
 from tuner.jobs.units import create_job
 from tuner.store.db import Database
-from tuner.store.workloads import DriftCheckRecord, last_retune, load_workload, record_drift_check, save_workload
+from tuner.store.workloads import (
+    DriftCheckRecord,
+    last_retune,
+    load_workload,
+    record_drift_check,
+    save_workload,
+)
 from tuner.workload.drift import DriftThresholds, compare
 from tuner.workload.model import WorkloadModel
 

@@ -55,7 +55,7 @@ class LearnedWorkload:
     @property
     def prefix_len(self) -> int:
         hit = self.model.prefix_cache_hit_ratio or 0.0
-        return int(round(min(0.95, max(0.0, hit)) * self.model.prompt_tokens.mean_tokens))
+        return round(min(0.95, max(0.0, hit)) * self.model.prompt_tokens.mean_tokens)
 
     def sessions(self, seed: int) -> list[Session]:
         rng = random.Random(seed)

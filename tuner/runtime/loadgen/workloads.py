@@ -321,7 +321,7 @@ def resolve_workload(kind: str, num_prompts: int, *, database_url: str | None = 
         name = kind[len(LEARNED_PREFIX):]
         if not name:
             raise TunerError("--workload learned:NAME needs the name of a learned workload")
-        return load_learned(name, num_prompts, database_url=database_url,
+        return load_learned(name, num_prompts, database_url=database_url,  # type: ignore[return-value]
                             rate_scale=float(params.get("rate_scale", 1.0)),
                             text_source=params.get("text_source"))
     if kind not in _BUILTIN_KINDS:
