@@ -26,6 +26,8 @@ COMMANDS: tuple[str, ...] = (
     "engine_sim",
     "worker",
     "status",
+    "workload",
+    "watch",
 )
 
 

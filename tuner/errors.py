@@ -43,3 +43,12 @@ class JobError(TunerError):
 class LeaseLostError(JobError):
     """A worker reported on a work unit it no longer holds: re-claimed after its lease expired, cancelled, or
     already finished. The worker should stop working on it; its result would not be kept."""
+
+
+class WorkloadSourceError(TunerError):
+    """Metrics a workload is learned from that cannot be read or do not describe traffic: an unreachable
+    Prometheus, a selector matching nothing, a window without requests, counters reset inside the window."""
+
+
+class WorkloadError(TunerError):
+    """A learned workload that does not exist, a name already taken, or a replay that cannot be built."""

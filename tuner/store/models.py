@@ -207,4 +207,4 @@ TABLES: tuple[str, ...] = ("kernel_measurements", "kernel_sweeps", "kernel_best_
 
 # Flag-search and job tables live in their own modules; importing them here registers them on Base.metadata,
 # which the migrations environment and the schema tests read.
-from tuner.store import flag_models, job_models  # noqa: F401
+from tuner.store import flag_models, job_models, workload_models  # noqa: F401

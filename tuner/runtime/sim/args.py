@@ -90,6 +90,8 @@ class SimServerArgs:
     bucket_time_to_first_token: tuple[float, ...] | None
     bucket_inter_token_latency: tuple[float, ...] | None
     bucket_e2e_request_latency: tuple[float, ...] | None
+    prompt_tokens_buckets: tuple[float, ...] | None  # None: SGLang's default edges
+    generation_tokens_buckets: tuple[float, ...] | None
     extra_metric_labels: dict[str, str] | None
     decode_log_interval: int
     random_seed: int | None
@@ -267,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bucket-time-to-first-token", type=float, nargs="+", help="TTFT histogram bucket edges")
     g.add_argument("--bucket-inter-token-latency", type=float, nargs="+", help="ITL histogram bucket edges")
     g.add_argument("--bucket-e2e-request-latency", type=float, nargs="+", help="E2E histogram bucket edges")
+    g.add_argument("--prompt-tokens-buckets", nargs="+",
+                   help="prompt-length histogram edges: 'default' or 'custom V1 V2 ...' (SGLang's rule syntax)")
+    g.add_argument("--generation-tokens-buckets", nargs="+",
+                   help="output-length histogram edges: 'default' or 'custom V1 V2 ...'")
     g.add_argument("--extra-metric-labels", help='JSON object of constant labels, e.g. \'{"trial": "42"}\'')
     g.add_argument(
         "--decode-log-interval", type=int, default=40, help="decode steps between gauge refreshes (40)"
@@ -468,6 +474,8 @@ def resolve_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         if edges is not None and list(edges) != sorted(set(edges)):
             raise SimArgsError(f"--{name.replace('_', '-')} must be strictly increasing")
 
+    token_buckets = {name: _token_buckets(getattr(ns, name), name)
+                     for name in ("prompt_tokens_buckets", "generation_tokens_buckets")}
     seed = ns.seed if ns.seed is not None else (ns.random_seed if ns.random_seed is not None else 0)
     return SimServerArgs(
         model_path=ns.model_path,
@@ -510,6 +518,8 @@ def resolve_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         bucket_e2e_request_latency=tuple(ns.bucket_e2e_request_latency)
         if ns.bucket_e2e_request_latency
         else None,
+        prompt_tokens_buckets=token_buckets["prompt_tokens_buckets"],
+        generation_tokens_buckets=token_buckets["generation_tokens_buckets"],
         extra_metric_labels=labels,
         decode_log_interval=ns.decode_log_interval,
         random_seed=ns.random_seed,
@@ -527,3 +537,20 @@ def resolve_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         spec_v2=spec_v2,
         warnings=tuple(warnings),
     )
+
+
+def _token_buckets(rule: list[str] | None, name: str) -> tuple[float, ...] | None:
+    """SGLang's bucket rule for the token-length histograms: `default` or `custom V1 V2 ...` (the `tse`
+    rule of SGLang is not simulated)."""
+    if not rule or rule == ["default"]:
+        return None
+    flag = f"--{name.replace('_', '-')}"
+    if rule[0] != "custom" or len(rule) < 2:
+        raise SimArgsError(f"{flag}: use 'default' or 'custom V1 V2 ...', got {' '.join(rule)!r}")
+    try:
+        edges = [float(v) for v in rule[1:]]
+    except ValueError:
+        raise SimArgsError(f"{flag}: bucket edges must be numbers, got {' '.join(rule[1:])!r}") from None
+    if edges != sorted(set(edges)):
+        raise SimArgsError(f"{flag} must be strictly increasing")
+    return tuple(edges)

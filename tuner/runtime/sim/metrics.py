@@ -70,6 +70,12 @@ QUEUE_TIME_BUCKETS_S = (
     0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 3, 4, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100,
     200, 300, 400, 500, 600, 700, 800, 900, 1000, 1200, 1400, 1600, 1800, 2000, 2500, 3000,
 )
+# SGLang 0.5.23 TokenizerMetricsCollector's default_bucket_prompt_tokens (also the generation-length default)
+DEFAULT_TOKENS_BUCKETS = (
+    100, 300, 500, 700, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12500, 15000,
+    17500, 20000, 22500, 25000, 27500, 30000, 35000, 40000, 60000, 80000, 100000, 200000, 300000, 400000,
+    600000, 800000, 1000000, 1100000,
+)
 _CREATED = re.compile(r"^(# (HELP|TYPE) )?[\w:]+_created[{ ]")
 CACHE_SOURCE = "device"  # the GPU radix cache (no host or storage tiers in the simulator)
 
@@ -82,6 +88,8 @@ class SimMetrics:
         ttft_buckets_s: Sequence[float] | None = None,
         itl_buckets_s: Sequence[float] | None = None,
         e2e_buckets_s: Sequence[float] | None = None,
+        prompt_tokens_buckets: Sequence[float] | None = None,
+        generation_tokens_buckets: Sequence[float] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         extra = dict(extra_labels or {})
@@ -140,6 +148,18 @@ class SimMetrics:
         self.num_requests_by_stream = counter(
             "sglang:num_requests", "Number of requests processed.", tokenizer, ["is_streaming"]
         )
+        self.prompt_tokens_histogram = hist(
+            "sglang:prompt_tokens_histogram", "Histogram of prompt token length.",
+            prompt_tokens_buckets or DEFAULT_TOKENS_BUCKETS, tokenizer,
+        ).labels(**tokenizer)
+        self.uncached_prompt_tokens_histogram = hist(
+            "sglang:uncached_prompt_tokens_histogram", "Histogram of uncached (compute) prompt token length.",
+            prompt_tokens_buckets or DEFAULT_TOKENS_BUCKETS, tokenizer,
+        ).labels(**tokenizer)
+        self.generation_tokens_histogram = hist(
+            "sglang:generation_tokens_histogram", "Histogram of generation token length.",
+            generation_tokens_buckets or DEFAULT_TOKENS_BUCKETS, tokenizer,
+        ).labels(**tokenizer)
         self.num_aborted = counter("sglang:num_aborted_requests", "Number of requests aborted.", tokenizer).labels(
             **tokenizer
         )
@@ -193,6 +213,9 @@ class SimMetrics:
             self.cached_tokens.inc(cached_tokens)
         self.num_requests_by_stream.labels(**labels).inc()
         self.e2e_by_stream.labels(**labels).observe(e2e_latency_s)
+        self.prompt_tokens_histogram.observe(prompt_tokens)
+        self.uncached_prompt_tokens_histogram.observe(prompt_tokens - cached_tokens)
+        self.generation_tokens_histogram.observe(generation_tokens)
 
     def exposition(self) -> bytes:
         """The text format as SGLang 0.5.23 serves it: through prometheus_client's multiprocess collector,

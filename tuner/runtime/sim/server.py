@@ -178,6 +178,8 @@ async def _serve(args: SimServerArgs, plan: MemoryPlan) -> int:
             args.bucket_time_to_first_token,
             args.bucket_inter_token_latency,
             args.bucket_e2e_request_latency,
+            args.prompt_tokens_buckets,
+            args.generation_tokens_buckets,
         )
     engine = Engine(args, plan, metrics) if plan.failure is None else None
     state = ServerState(args=args, plan=plan, engine=engine, metrics=metrics, started_at=time.time())
