@@ -22,13 +22,12 @@ import datetime as dt
 import json
 import math
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _procs import run_interruptible
 
 ROUNDS = 3
 ROUND_REPLAYS = 10
@@ -46,24 +45,9 @@ def cmd_sweep(a: argparse.Namespace) -> None:
     args = [sys.executable, "-m", "tuner", "--database-url", f"sqlite:///{work / (_slug(a) + '.db')}",
             "kernel-sweep", "--model", a.model, "--tp", str(a.tp), "--kernel-source", a.kernel_source,
             "--export", str(work / f"{_slug(a)}-files"), "--force", *a.extra]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(args, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    try:
-        proc.wait(timeout=a.time_limit_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-    timings["wall_s"] += time.perf_counter() - t0
-    timings["finished"] = proc.returncode == 0
+    wall_s, finished = run_interruptible(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, a.time_limit_s)
+    timings["wall_s"] += wall_s
+    timings["finished"] = finished
     timings["command"] = " ".join(args[1:])
     timings_path.write_text(json.dumps(timings, indent=1))
     print(f"sweep {'finished' if timings['finished'] else 'stopped'} after {timings['wall_s']:.0f} s in all")

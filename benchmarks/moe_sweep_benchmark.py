@@ -17,36 +17,19 @@ import datetime as dt
 import json
 import math
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _procs import run_interruptible
+
 
 def _run_cli(args: list[str], db: Path, cache: Path, time_limit_s: float) -> tuple[float, bool]:
-    """Run `tuner ...` in its own process group; at the time limit interrupt it like Ctrl-C (it saves and
-    marks the sweep interrupted; a later run resumes), then kill the group. Returns (wall s, finished)."""
+    """`tuner ...` with its own Triton cache, interruptible at the time limit (see _procs.run_interruptible)."""
     env = {**os.environ, "TRITON_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "tuner", "--database-url", f"sqlite:///{db}", *args], env=env,
-                            start_new_session=True)
-    try:
-        proc.wait(timeout=max(time_limit_s, 1))
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-    return time.perf_counter() - t0, proc.returncode == 0
+    return run_interruptible([sys.executable, "-m", "tuner", "--database-url", f"sqlite:///{db}", *args], env,
+                             time_limit_s)
 
 
 def cmd_sweep(a: argparse.Namespace) -> None:
@@ -123,7 +106,7 @@ def cmd_report(a: argparse.Namespace) -> None:
     bw_gbs = measure_copy_bandwidth_gbs(torch.device("cuda"))
     device = torch.cuda.get_device_name()
     sizes = sorted({r["batch_size"] for r in adaptive})
-    lines = [f"| M | default config | default us | tuned config | tuned us | speed-up |", "|---|---|---|---|---|---|"]
+    lines = ["| M | default config | default us | tuned config | tuned us | speed-up |", "|---|---|---|---|---|---|"]
     ratios, data = [], {"model": a.model, "tp": a.tp, "shape": shape.key, "device": device,
                         "copy_bandwidth_gbs": bw_gbs, "rows": []}
     for m in sizes:
