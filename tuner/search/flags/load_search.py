@@ -23,6 +23,7 @@ from tuner.runtime.loadgen.client import LoadOptions, run_load_sync
 from tuner.runtime.loadgen.summary import summarize
 from tuner.runtime.loadgen.workloads import Workload
 from tuner.runtime.scraper import delta, scrape
+from tuner.runtime.session import EngineExited
 from tuner.search.flags.early_stop import EarlyStop
 from tuner.search.flags.objective import Clock, Objective, StepFigures, slo_label, step_figures
 
@@ -320,7 +321,7 @@ class EngineStepRunner:
             result = run_load_sync(self.running.base_url, workload, arrivals, opts, abort_check=abort)
         self.measure_s += time.monotonic() - t0
         if self.running.exit_code() is not None:
-            raise EngineDied(f"the engine exited with code {self.running.exit_code()} during load step "
+            raise EngineExited(f"the engine exited with code {self.running.exit_code()} during load step "
                              f"{index} ({_load_text(self.config.mode, load)})")
         t0 = time.monotonic()
         after = scrape(metrics_url)
@@ -341,10 +342,6 @@ class EngineStepRunner:
         if self.log is not None:
             self.log(describe_step(step, self.objective))
         return step
-
-
-class EngineDied(TunerError):
-    """The engine process exited in the middle of a load step."""
 
 
 def _load_text(mode: str, load: float) -> str:
