@@ -106,7 +106,7 @@ def _measure(settings: TrialSettings, repeats: int, log: Any, searches: list[Loa
     session.warmup(settings.workload_for(load.num_warmup) if load.num_warmup else None, load)
     for r in range(repeats):
         runner = EngineStepRunner(session.running, session.engine, settings.workload_for, load,
-                                  settings.objective, settings.clock, settings.load_search,
+                                  settings.objective.slos, settings.clock, settings.load_search,
                                   seed=settings.seed + 104_729 * r, log=log)
         try:
             searches.append(search_max_load(runner, settings.load_search, score_kind=settings.objective.kind))
