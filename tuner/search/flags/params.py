@@ -149,14 +149,21 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def check_mapping(data: Any, known: frozenset[str], *, not_mapping: str, subject: str) -> None:
+    """Raise InvalidSpaceError (`not_mapping`) unless `data` is a mapping, or naming the keys outside `known`
+    ("`subject` unknown key(s) ...; allowed: ...")."""
+    if not isinstance(data, Mapping):
+        raise InvalidSpaceError(not_mapping)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidSpaceError(f"{subject} unknown key(s) {', '.join(unknown)}; allowed: "
+                                f"{', '.join(sorted(known))}")
+
+
 def _param_kind(name: str, spec: Mapping[str, Any], where: str) -> str:
     """The parameter's type, after checking the mapping's keys."""
-    if not isinstance(spec, Mapping):
-        raise InvalidSpaceError(f"{where}: parameter {name!r} must be a mapping with a type, got {spec!r}")
-    unknown = sorted(set(spec) - _PARAM_KEYS)
-    if unknown:
-        raise InvalidSpaceError(f"{where}: parameter {name!r} has unknown key(s) {', '.join(unknown)}; "
-                                f"allowed: {', '.join(sorted(_PARAM_KEYS))}")
+    check_mapping(spec, _PARAM_KEYS, subject=f"{where}: parameter {name!r} has",
+                  not_mapping=f"{where}: parameter {name!r} must be a mapping with a type, got {spec!r}")
     kind = str(spec.get("type", "categorical" if "choices" in spec else "")).lower()
     if kind not in PARAM_KINDS:
         raise InvalidSpaceError(f"{where}: parameter {name!r} needs type int, float or categorical "

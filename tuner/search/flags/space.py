@@ -25,6 +25,7 @@ from tuner.search.flags.params import (
     Candidate,
     InvalidSpaceError,
     Param,
+    check_mapping,
     env_str,
     param_from_mapping,
     param_key,
@@ -53,12 +54,8 @@ _SPACE_KEYS = frozenset({"preset", "engine", "base_flags", "base_env", "params",
 
 def _start_from(data: Mapping[str, Any], where: str) -> SearchSpace:
     """The preset a file extends (unchecked: the file may fix what it lacks), or an empty space."""
-    if not isinstance(data, Mapping):
-        raise InvalidSpaceError(f"{where}: a space file must hold a mapping (params, base_flags, ...)")
-    unknown = sorted(set(data) - _SPACE_KEYS)
-    if unknown:
-        raise InvalidSpaceError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
-                                f"{', '.join(sorted(_SPACE_KEYS))}")
+    check_mapping(data, _SPACE_KEYS, subject=f"{where}:",
+                  not_mapping=f"{where}: a space file must hold a mapping (params, base_flags, ...)")
     if data.get("preset"):
         return preset_space(str(data["preset"]), checked=False)
     return SearchSpace(())
