@@ -81,6 +81,7 @@ def search(db: Any, config: Any, trial_settings: Any, args: argparse.Namespace, 
 
 
 def list_studies(db: Any) -> int:
+    from tuner.store.base import json_object
     from tuner.store.flags import list_studies as stored
     from tuner.store.flags import trial_counts
 
@@ -90,9 +91,9 @@ def list_studies(db: Any) -> int:
         return 0
     for s in studies:
         counts = trial_counts(db, s.id)
-        best = (s.result or {}).get("best")
+        best = json_object((s.result or {}).get("best"))
         best_text = f"best {best['median']:.1f} tok/s (trial {best['trial']})" if best else "no result yet"
-        gain = (s.result or {}).get("gain")
+        gain = json_object((s.result or {}).get("gain"))
         gain_text = f", {gain['ratio'] * 100:+.1f}% vs baseline" if gain else ""
         print(f"{s.name}: {s.engine} {s.model} on {s.gpu or '-'} [{s.sampler}, {s.status}] "
               f"{', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}; {best_text}{gain_text}")

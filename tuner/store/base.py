@@ -8,10 +8,19 @@ flag_models.py and job_models.py.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase
+
+# What a JSON column holds once read back: the typed fields of the records the store hands out.
+Json: TypeAlias = None | bool | int | float | str | list["Json"] | dict[str, "Json"]
+JsonObject: TypeAlias = dict[str, Json]
+
+
+def json_object(value: Json) -> dict[str, Any] | None:
+    """`value` when it is a JSON object (to read its fields), else None."""
+    return value if isinstance(value, dict) else None
 
 # Named constraints, so later migrations can refer to them on every backend (SQLite batch mode needs names).
 NAMING_CONVENTION = {
