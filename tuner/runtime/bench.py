@@ -1,5 +1,5 @@
-"""One benchmark trial: validate flags, launch the engine, warm up, drive load while scraping metrics, tear
-down; every stage timed. The CLI (`tuner bench`) and the service both call `run_bench`.
+"""One benchmark run: one engine session (runtime/session.py: validate, launch, warm up, tear down) in which
+one load is driven while metrics are scraped. The CLI (`tuner bench`) and the service both call `run_bench`.
 
 It returns a `BenchResult` (ok or failed, never a traceback for engine failures) and records it when handed a
 database. Printing belongs to the callers.
@@ -7,6 +7,7 @@ database. Printing belongs to the callers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
@@ -16,19 +17,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from tuner.errors import DatabaseError, EngineError, TunerError
+from tuner.errors import DatabaseError
 from tuner.runtime.compare import Comparison, EngineFigures, compare, engine_figures
-from tuner.runtime.engines import UnknownFlagError, get_engine, normalize_flag, validate_flags
+from tuner.runtime.engines import get_engine, normalize_flag
 from tuner.runtime.engines.base import FlagValue
-from tuner.runtime.launcher import EngineLaunchError, classify_failure, launch, read_supported_flags
 from tuner.runtime.loadgen.arrivals import Arrivals
-from tuner.runtime.loadgen.client import LoadOptions, run_load_sync, run_warmup_sync
+from tuner.runtime.loadgen.client import LoadOptions, run_load_sync
 from tuner.runtime.loadgen.summary import ClientSummary, Slo, summarize
 from tuner.runtime.loadgen.workloads import Workload
-from tuner.runtime.scraper import GaugeSampler, MetricsParseError, delta, scrape
-from tuner.runtime.stages import StageTimer
+from tuner.runtime.scraper import Delta, GaugeSampler, GaugeStat, delta
+from tuner.runtime.session import EngineExited, EngineSession, SessionPlan, run_session
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +134,32 @@ def detect_gpu_name() -> str | None:
     return f"{len(names)}x {names[0]}" if names else None
 
 
-def _served_model(base_url: str, fallback: str) -> str:
-    """The model id the engine serves (OpenAI requests must name it on vLLM)."""
-    try:
-        r = httpx.get(base_url + "/v1/models", timeout=10, trust_env=False)
-        data = r.json().get("data") if r.status_code == 200 else None
-        if data and isinstance(data[0], dict) and data[0].get("id"):
-            return str(data[0]["id"])
-    except (httpx.HTTPError, ValueError, AttributeError):
-        pass
-    return fallback
+@dataclass
+class _Measured:
+    """What the load measured, kept also when the engine fails after the load (the client saw it)."""
+
+    client: ClientSummary | None = None
+    delta: Delta | None = None
+    gauges: dict[str, GaugeStat | None] = field(default_factory=dict)
+
+
+def _measure(spec: BenchSpec, measured: _Measured, session: EngineSession) -> _Measured:
+    """Warm up, scrape, send the one load while sampling gauges, scrape again."""
+    load_opts = spec.load if spec.load.model != "default" else replace(spec.load, model=session.served_model())
+    session.warmup(spec.workload, load_opts)
+    before = session.scrape()
+    sampler = GaugeSampler(session.metrics_url, session.engine.metric_names.gauges(),
+                           interval_s=spec.gauge_interval_s)
+    with session.stages("load"), sampler:
+        load = run_load_sync(session.base_url, spec.workload, spec.arrivals, load_opts,
+                             abort_check=session.exited_text)
+    measured.client = summarize(load, spec.slos)
+    gone = session.exited_text()
+    if gone:
+        raise EngineExited(gone)
+    measured.delta = delta(before, session.scrape())
+    measured.gauges = sampler.stats()
+    return measured
 
 
 def run_bench(spec: BenchSpec, *, db: Any = None) -> BenchResult:
@@ -156,7 +170,6 @@ def run_bench(spec: BenchSpec, *, db: Any = None) -> BenchResult:
     database refuses it, `store_error` says why and the result is returned all the same.
     """
     engine = get_engine(spec.engine, **dict(spec.engine_options))
-    stages = StageTimer()
     flags = {normalize_flag(k): v for k, v in spec.flags.items()}
     workload_desc = {
         **spec.workload.describe(),
@@ -171,95 +184,31 @@ def run_bench(spec: BenchSpec, *, db: Any = None) -> BenchResult:
         gpu = f"{spec.engine_options.get('gpu', 'H200')} (simulated)"
     else:
         gpu = detect_gpu_name()
-    # Filled in as the stages go; every exit returns a copy of it.
-    result = BenchResult(
-        status="failed", failure_kind=None, error=None, engine=spec.engine, engine_version=None,
-        model=spec.model, gpu=gpu, flags=_jsonable(flags), env=dict(spec.env),
-        workload=_jsonable(workload_desc), argv=tuple(engine.build_argv(spec.model, 0, flags)), client=None,
-        engine_figures=None, comparison=(), warnings=(), server_info=None, log_path=None, stage_seconds={},
-    )
-
-    def finish(**changes: Any) -> BenchResult:
-        return _record(replace(result, stage_seconds=dict(stages.seconds), **changes), db)
-
-    if spec.check_flags and flags:
-        with stages("validate"):
-            try:
-                validate_flags(flags, read_supported_flags(engine))
-            except UnknownFlagError as exc:
-                return finish(failure_kind="invalid_argument", error=str(exc))
-            except TunerError as exc:
-                return finish(failure_kind="crash", error=f"cannot read the engine's flags: {exc}")
-
-    try:
-        with stages("launch"):
-            running = launch(engine, spec.model, flags, spec.env, log_dir=spec.log_dir,
-                             ready_timeout_s=spec.ready_timeout_s)
-    except EngineLaunchError as exc:
-        return finish(failure_kind=exc.kind, error=str(exc),
-                      log_path=str(exc.log_path) if exc.log_path else None)
-
-    result = replace(result, argv=tuple(running.argv), log_path=str(running.log_path))
-    server_info: dict[str, Any] | None = None
-    client_summary: ClientSummary | None = None
+    plan = SessionPlan(engine=engine, model=spec.model, flags=flags, env=spec.env, log_dir=spec.log_dir,
+                       ready_timeout_s=spec.ready_timeout_s, check_flags=spec.check_flags,
+                       teardown_grace_s=spec.teardown_grace_s, ready_stage="launch")
+    measured = _Measured()
+    session = run_session(plan, functools.partial(_measure, spec, measured))
     figures: EngineFigures | None = None
-    failure: tuple[str, str] | None = None
-    warnings: list[str] = []
-    metrics_url = running.base_url + "/metrics"
-
-    def engine_gone() -> str | None:
-        code = running.exit_code()
-        return None if code is None else f"the engine exited with code {code} during the load"
-
-    try:
-        server_info = running.server_info()
-        model_id = _served_model(running.base_url, spec.model)
-        load_opts = spec.load if spec.load.model != "default" else replace(spec.load, model=model_id)
-        with stages("warmup"):
-            run_warmup_sync(running.base_url, spec.workload, load_opts)
-        with stages("scrape"):
-            before = scrape(metrics_url)
-        sampler = GaugeSampler(metrics_url, engine.metric_names.gauges(), interval_s=spec.gauge_interval_s)
-        with stages("load"), sampler:
-            load = run_load_sync(running.base_url, spec.workload, spec.arrivals, load_opts,
-                                 abort_check=engine_gone)
-        client_summary = summarize(load, spec.slos)
-        gone = engine_gone()
-        if gone:
-            failure = (classify_failure(running.log_tail(400)) or "crash",
-                       f"{gone}. Log {running.log_path}, last lines:\n{running.log_tail()}")
-        else:
-            with stages("scrape"):
-                after = scrape(metrics_url)
-                server_info = running.server_info() or server_info  # cumulative states after the load
-            figures = engine_figures(delta(before, after), engine, gauges=sampler.stats(),
-                                     server_info=server_info)
-    except (EngineError, TunerError) as exc:
-        gone = engine_gone()
-        if gone:
-            kind = classify_failure(running.log_tail(400)) or "crash"
-            failure = (kind, f"{exc} ({gone}; log {running.log_path}, last lines:\n{running.log_tail()})")
-        else:
-            kind = "bad_metrics" if isinstance(exc, MetricsParseError) else "request_failed"
-            failure = (kind, str(exc))
-    finally:
-        with stages("teardown"):
-            running.stop(grace_s=spec.teardown_grace_s)
-
+    if session.failure is None and measured.delta is not None:
+        figures = engine_figures(measured.delta, engine, gauges=measured.gauges, server_info=session.server_info)
+    warnings: list[str] = list(measured.client.warnings) if measured.client is not None else []
     comparison: tuple[Comparison, ...] = ()
-    if client_summary is not None:
-        warnings += client_summary.warnings
-    if client_summary is not None and figures is not None:
-        comparison, disagreements = compare(client_summary, figures)
+    if measured.client is not None and figures is not None:
+        comparison, disagreements = compare(measured.client, figures)
         warnings += disagreements
         if figures.missing:
             warnings.append("engine metrics missing: " + ", ".join(figures.missing))
-    return finish(
-        status="failed" if failure else "ok", failure_kind=failure[0] if failure else None,
-        error=failure[1] if failure else None, engine_version=engine.version(server_info),
-        client=client_summary, engine_figures=figures, comparison=comparison, warnings=tuple(warnings),
-        server_info=server_info,
+    failure = session.failure
+    result = BenchResult(
+        status="failed" if failure else "ok", failure_kind=failure.kind if failure else None,
+        error=session.error_text(), engine=spec.engine, engine_version=session.engine_version,
+        model=spec.model, gpu=gpu, flags=_jsonable(flags), env=dict(spec.env),
+        workload=_jsonable(workload_desc), argv=session.argv, client=measured.client, engine_figures=figures,
+        comparison=comparison, warnings=tuple(warnings), server_info=session.server_info,
+        log_path=session.log_path, stage_seconds=session.stage_seconds,
     )
+    return _record(result, db)
 
 
 def _record(result: BenchResult, db: Any) -> BenchResult:

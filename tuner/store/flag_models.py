@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tuner.store.models import Base, JsonOrNull, UtcDateTime, utc_now
+from tuner.store.base import Base, JsonOrNull, UtcDateTime, utc_now
 
 
 class FlagStudy(Base):

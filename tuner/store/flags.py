@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from tuner.store.base import JsonObject
 from tuner.store.db import Database
 from tuner.store.flag_models import FlagStudy, FlagTrial
 from tuner.store.models import utc_now
@@ -34,15 +35,15 @@ class FlagStudyRecord:
     engine_version: str | None
     gpu: str | None
     model: str
-    workload: Any
-    objective: Any
+    workload: JsonObject
+    objective: JsonObject  # kind, SLOs, directions, constraint names
     sampler: str
-    space: Any
-    load_search: Any
-    settings: Any | None
+    space: JsonObject
+    load_search: JsonObject
+    settings: JsonObject | None  # trials, repeats, top-k, seed, engine options, time scale
     owner: str | None
     heartbeat_at: dt.datetime | None
-    result: Any | None
+    result: JsonObject | None  # best config, baseline, ranking, gain
 
 
 @dataclass(frozen=True)
@@ -58,23 +59,23 @@ class FlagTrialRecord:
     status: str
     failure_kind: str | None
     error: str | None
-    params: Any
-    flags: Any
-    env: Any
-    notes: Any | None
-    argv: Any | None
+    params: JsonObject
+    flags: JsonObject
+    env: dict[str, str]
+    notes: list[str] | None
+    argv: list[str] | None
     engine_version: str | None
     gpu: str | None
-    values: Any | None
-    constraints: Any | None
+    values: list[float] | None  # Optuna objective values (re-measurements: one goodput per load search)
+    constraints: list[float] | None
     goodput_tok_s: float | None
     goodput_req_s: float | None
     max_load: float | None
-    searches: Any | None
-    server_info: Any | None
+    searches: list[JsonObject] | None  # LoadSearchResult.to_dict() per load search
+    server_info: JsonObject | None
     log_path: str | None
     log_tail: str | None
-    stage_seconds: Any | None
+    stage_seconds: dict[str, float] | None
 
 
 def _study_record(row: FlagStudy) -> FlagStudyRecord:

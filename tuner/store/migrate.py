@@ -17,7 +17,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
 from tuner.errors import DatabaseError
-from tuner.store.db import Database
+from tuner.store.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -12,63 +12,22 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Integer,
-    MetaData,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-# Named constraints, so later migrations can refer to them on every backend (SQLite batch mode needs names).
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+# Flag-search and job tables live in their own modules; importing them here registers them on Base.metadata,
+# which the migrations environment and the schema tests read through this module.
+from tuner.store import flag_models, job_models, workload_models  # noqa: F401
+from tuner.store.base import NAMING_CONVENTION, Base, JsonOrNull, UtcDateTime, utc_now
 
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-class UtcDateTime(TypeDecorator[dt.datetime]):
-    """A timestamp stored with time zone, always handed back timezone-aware in UTC.
-
-    PostgreSQL keeps the zone; SQLite stores naive text, so the zone is re-attached on the way out.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware one (UTC)")
-        return value.astimezone(dt.UTC)
-
-    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
-
-
-# None is stored as SQL NULL, not as the JSON text 'null'.
-JsonOrNull = JSON(none_as_null=True)
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
+__all__ = ["NAMING_CONVENTION", "TABLES", "Base", "BenchRun", "JsonOrNull", "KernelBestConfig",
+           "KernelMeasurement", "KernelSweep", "UtcDateTime", "utc_now"]
 
 class KernelMeasurement(Base):
     """One timing of one kernel config at one batch size, for one shape on one device/software stack."""
@@ -204,7 +163,3 @@ class BenchRun(Base):
 
 
 TABLES: tuple[str, ...] = ("kernel_measurements", "kernel_sweeps", "kernel_best_configs", "bench_runs")
-
-# Flag-search and job tables live in their own modules; importing them here registers them on Base.metadata,
-# which the migrations environment and the schema tests read.
-from tuner.store import flag_models, job_models, workload_models  # noqa: F401

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tuner.store.models import Base, JsonOrNull, UtcDateTime, utc_now
+from tuner.store.base import Base, JsonOrNull, UtcDateTime, utc_now
 
 
 class LearnedWorkload(Base):

@@ -20,11 +20,12 @@ from tuner.runtime.engines.base import Engine
 from tuner.runtime.launcher import RunningEngine
 from tuner.runtime.loadgen.arrivals import ConcurrencyArrivals, PoissonArrivals
 from tuner.runtime.loadgen.client import LoadOptions, run_load_sync
-from tuner.runtime.loadgen.summary import summarize
+from tuner.runtime.loadgen.summary import Slo, summarize
 from tuner.runtime.loadgen.workloads import Workload
 from tuner.runtime.scraper import delta, scrape
+from tuner.runtime.session import EngineExited
 from tuner.search.flags.early_stop import EarlyStop
-from tuner.search.flags.objective import Clock, Objective, StepFigures, slo_label, step_figures
+from tuner.search.flags.figures import Clock, StepFigures, slo_label, step_figures
 
 LOAD_MODES = ("rate", "concurrency")
 STRATEGIES = ("bisect", "step")
@@ -259,7 +260,7 @@ class EngineStepRunner:
     engine: Engine
     workload_for: WorkloadFactory
     load: LoadOptions
-    objective: Objective
+    slos: tuple[Slo, ...]  # the objective's, in engine time
     clock: Clock
     config: LoadSearchConfig
     seed: int = 0
@@ -270,7 +271,7 @@ class EngineStepRunner:
     _flush_works: bool | None = field(default=None, init=False)  # None: not tried yet
 
     def __post_init__(self) -> None:
-        self._wall_slos = self.clock.wall_slos(self.objective.slos)
+        self._wall_slos = self.clock.wall_slos(self.slos)
 
     def _arrivals(self, load: float) -> Any:  # an Arrivals
         if self.config.mode == "concurrency":
@@ -300,7 +301,7 @@ class EngineStepRunner:
         t0 = time.monotonic()
         before = scrape(metrics_url)
         self.scrape_s += time.monotonic() - t0
-        shown = {slo_label(s): s.limit_s for s in self.objective.slos}
+        shown = {slo_label(s): s.limit_s for s in self.slos}
         arrivals = self._arrivals(load)
         offsets = None
         if arrivals.timed and arrivals.max_concurrency is None:
@@ -320,14 +321,14 @@ class EngineStepRunner:
             result = run_load_sync(self.running.base_url, workload, arrivals, opts, abort_check=abort)
         self.measure_s += time.monotonic() - t0
         if self.running.exit_code() is not None:
-            raise EngineDied(f"the engine exited with code {self.running.exit_code()} during load step "
+            raise EngineExited(f"the engine exited with code {self.running.exit_code()} during load step "
                              f"{index} ({_load_text(self.config.mode, load)})")
         t0 = time.monotonic()
         after = scrape(metrics_url)
         self.scrape_s += time.monotonic() - t0
         summary = summarize(result, self._wall_slos)
         engine_side = engine_figures(delta(before, after), self.engine).to_dict()
-        figures = step_figures(summary, self.objective.slos, self.clock)
+        figures = step_figures(summary, self.slos, self.clock)
         step = LoadStep(
             index=index, load=load, mode=self.config.mode, requests=len(result.records),
             completed=summary.completed, failed=summary.failed,
@@ -339,12 +340,8 @@ class EngineStepRunner:
             time.sleep(self.config.settle_s)
         step = replace(step, wall_s=round(time.monotonic() - t_start, 3))
         if self.log is not None:
-            self.log(describe_step(step, self.objective))
+            self.log(describe_step(step))
         return step
-
-
-class EngineDied(TunerError):
-    """The engine process exited in the middle of a load step."""
 
 
 def _load_text(mode: str, load: float) -> str:
@@ -353,7 +350,7 @@ def _load_text(mode: str, load: float) -> str:
     return "all at once" if math.isinf(load) else f"{load:g} req/s"
 
 
-def describe_step(step: LoadStep, objective: Objective) -> str:
+def describe_step(step: LoadStep) -> str:
     f = step.figures
     checks = ", ".join(f"{k} {('-' if f.latency_s.get(k) is None else format(f.latency_s[k], '.3g'))}s"
                        for k in f.slo_ratios)

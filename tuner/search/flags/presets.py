@@ -1,7 +1,7 @@
 """Built-in search spaces per engine: general SGLang knobs, SGLang with NEXTN/EAGLE, SGLang with SUFFIX,
 and vLLM. Written as the same mappings a YAML space file holds, so `preset: NAME` in a file extends one.
 
-Ranges suit MoE models on 80-160 GB GPUs (H100/H200). Data only; checking is space.py's job.
+Ranges suit MoE models on 80-160 GB GPUs (H100/H200). Data, and the checked space of each (space_check.py does the checking).
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from tuner.errors import TunerError
+from tuner.search.flags.params import params_from
+from tuner.search.flags.space_check import SearchSpace, check_space
 
 _SGLANG_CORE: dict[str, dict[str, Any]] = {
     "chunked-prefill-size": {"type": "categorical", "choices": [2048, 4096, 8192, 16384]},
@@ -67,19 +69,13 @@ def preset_names() -> list[str]:
     return sorted(PRESETS)
 
 
-def preset_space(name: str, *, checked: bool = True) -> Any:
+def preset_space(name: str, *, checked: bool = True) -> SearchSpace:
     """The built-in space `name` (checked unless `checked=False`, for files that extend it)."""
-    from tuner.search.flags.space import (
-        SearchSpace,
-        _params_from,
-        check_space,
-    )
-
     data = PRESETS.get(name)
     if data is None:
         raise TunerError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
-    params = _params_from(data.get("params"), f"preset {name}")
-    env = _params_from(data.get("env"), f"preset {name}", env=True)
+    params = params_from(data.get("params"), f"preset {name}")
+    env = params_from(data.get("env"), f"preset {name}", env=True)
     space = SearchSpace(tuple(params + env), dict(data.get("base_flags") or {}), {},
                         "vllm" if data["engine"] == "vllm" else "sglang", name=name)
     return check_space(space) if checked else space

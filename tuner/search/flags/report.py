@@ -21,7 +21,9 @@ import yaml
 
 from tuner.errors import ExportError, TunerError
 from tuner.paths import describe_os_error, writable_folder
+from tuner.search.flags.load_search import LoadSearchResult
 from tuner.store import flags as store
+from tuner.store.base import json_object
 from tuner.store.db import Database
 
 FILES = ("best.json", "best-config.yaml", "launch-command.txt", "pareto.csv", "pareto.json", "pareto.png",
@@ -41,11 +43,25 @@ class StudyReport:
 
     @property
     def best(self) -> Mapping[str, Any] | None:
-        return self.result.get("best")
+        return json_object(self.result.get("best"))
 
     @property
     def pareto_metric(self) -> str:
-        return str((self.study.objective or {}).get("pareto_metric") or "tpot_p99")
+        return str(self.study.objective.get("pareto_metric") or "tpot_p99")
+
+    @property
+    def slos(self) -> list[str]:
+        """The SLOs as given ('ttft_p99<=2s', ...)."""
+        slos = self.study.objective.get("slos")
+        return [str(s) for s in slos] if isinstance(slos, list) else []
+
+    @property
+    def engine_options(self) -> dict[str, Any]:
+        return json_object((self.study.settings or {}).get("engine_options")) or {}
+
+    def searches(self, trial: store.FlagTrialRecord) -> list[LoadSearchResult]:
+        """A trial's load searches, typed as they were measured."""
+        return [LoadSearchResult.from_dict(s) for s in trial.searches or []]
 
 
 def load_report(db: Database, study_name: str) -> StudyReport:
@@ -64,8 +80,7 @@ def launch_argv(report: StudyReport, flags: Mapping[str, Any], *, port: int = DE
     """The engine's command line for `flags` (listening on all interfaces, port `port`)."""
     from tuner.runtime.engines import get_engine
 
-    options = dict((report.study.settings or {}).get("engine_options") or {})
-    engine = get_engine(report.study.engine, **options)
+    engine = get_engine(report.study.engine, **report.engine_options)
     return engine.build_argv(report.study.model, port, flags, host="0.0.0.0")
 
 
@@ -114,19 +129,16 @@ def pareto_points(report: StudyReport) -> list[ParetoPoint]:
     metric = report.pareto_metric
     points: list[ParetoPoint] = []
     for t in report.trials:
-        for search in (t.searches or [])[:1]:
-            for step in search.get("steps", []):
-                fig = step.get("figures") or {}
-                latency = (fig.get("latency_s") or {}).get(metric)
+        for search in report.searches(t)[:1]:
+            for step in search.steps:
+                latency = step.figures.latency_s.get(metric)
                 if latency is None:
                     continue
-                load = step.get("load")
                 points.append(ParetoPoint(
-                    trial=t.trial_number, step=int(step.get("index", 0)),
-                    load=math.inf if load == "inf" else float(load),
-                    throughput_tok_s=float(fig.get("output_throughput_tok_s") or 0.0),
-                    goodput_tok_s=float(fig.get("goodput_tok_s") or 0.0), latency_s=float(latency),
-                    meets_slo=bool(step.get("meets_slo")), is_baseline=t.is_baseline, params=t.params))
+                    trial=t.trial_number, step=step.index, load=step.load,
+                    throughput_tok_s=step.figures.output_throughput_tok_s,
+                    goodput_tok_s=step.figures.goodput_tok_s, latency_s=latency,
+                    meets_slo=step.meets_slo, is_baseline=t.is_baseline, params=t.params))
     out = []
     for p in points:
         dominated = any(q.throughput_tok_s >= p.throughput_tok_s and q.latency_s <= p.latency_s
@@ -139,7 +151,7 @@ def pareto_points(report: StudyReport) -> list[ParetoPoint]:
 def _slo_limit(report: StudyReport, metric: str) -> float | None:
     from tuner.search.flags.objective import parse_slo_text
 
-    slos = (report.study.objective or {}).get("slos") or []
+    slos = report.slos
     try:
         parsed = parse_slo_text(",".join(slos)) if slos else ()
     except TunerError:  # a stored SLO this version cannot read: draw no line
@@ -262,7 +274,7 @@ def _write_files(report: StudyReport, out: Path) -> list[Path]:
     put("best-config.yaml", config_yaml(best["flags"], best["env"] or {}, header=[
         f"Best config of flag-search study {report.study.name!r} (trial {best['trial']}){gain_text}.",
         (f"Model {report.study.model}, {report.study.gpu or report.study.engine}; SLOs "
-         f"{', '.join((report.study.objective or {}).get('slos') or [])}."),
+         f"{', '.join(report.slos)}."),
         ("Launch: python -m sglang.launch_server --model-path MODEL --config best-config.yaml"
          if report.study.engine != "vllm" else "Launch: vllm serve MODEL --config best-config.yaml"),
     ]))

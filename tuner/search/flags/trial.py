@@ -1,6 +1,6 @@
-"""One flag-search trial: validate -> launch -> ready -> warm-up -> measure (load search, one launch) ->
-scrape -> teardown, every stage timed, with the engine's resolved args (/server_info), its log and the
-metrics. Launch failures (OOM, CUDA graph capture, bad argument, timeout, crash) come back as an infeasible
+"""One flag-search trial: one engine session (runtime/session.py: validate, launch, ready, warm-up, scrape,
+teardown) in which the load searches run ("measure"), with the engine's resolved args (/server_info), its
+log and the metrics. Launch failures (OOM, CUDA graph capture, bad argument, timeout, crash) come back as an infeasible
 outcome with the classified reason, never as an exception.
 
 It knows nothing of Optuna or of the database: study.py records what this returns.
@@ -8,20 +8,16 @@ It knows nothing of Optuna or of the database: study.py records what this return
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuner.errors import EngineError, TunerError
-from tuner.runtime.engines import UnknownFlagError, get_engine, validate_flags
-from tuner.runtime.launcher import EngineLaunchError, classify_failure, launch, read_supported_flags
-from tuner.runtime.loadgen.client import LoadOptions, run_warmup_sync
-from tuner.runtime.scraper import MetricsParseError
-from tuner.runtime.stages import StageTimer
+from tuner.runtime.engines import get_engine
+from tuner.runtime.loadgen.client import LoadOptions
+from tuner.runtime.session import EngineSession, SessionFailure, SessionPlan, run_session
 from tuner.search.flags.load_search import (
-    EngineDied,
     EngineStepRunner,
     LoadSearchConfig,
     LoadSearchResult,
@@ -31,13 +27,12 @@ from tuner.search.flags.load_search import (
 from tuner.search.flags.objective import Clock, Objective
 from tuner.search.flags.space import Candidate
 
-STAGES = ("validate", "launch", "ready", "warmup", "measure", "scrape", "teardown")
+STAGES = ("validate", "launch", "ready", "warmup", "measure", "scrape", "teardown")  # the session's + "measure"
 # Kinds a config causes (the search learns from them) vs kinds of the environment (the trial is retried).
 INFEASIBLE_KINDS = (
     "oom", "kv_cache", "cuda_graph", "invalid_argument", "timeout", "crash", "slo", "predicted_oom",
 )
 ENVIRONMENT_KINDS = ("port_in_use", "bad_metrics", "request_failed", "interrupted")
-LOG_TAIL_LINES = 60
 
 
 @dataclass(frozen=True)
@@ -103,6 +98,31 @@ def infeasible_kind(kind: str) -> bool:
     return kind in INFEASIBLE_KINDS
 
 
+def _measure(settings: TrialSettings, repeats: int, log: Any, searches: list[LoadSearchResult],
+             session: EngineSession) -> list[LoadSearchResult]:
+    """Warm up, then `repeats` load searches in this one launch (another seed each); each finished search
+    is appended to `searches` as it ends."""
+    load = settings.load
+    session.warmup(settings.workload_for(load.num_warmup) if load.num_warmup else None, load)
+    for r in range(repeats):
+        runner = EngineStepRunner(session.running, session.engine, settings.workload_for, load,
+                                  settings.objective.slos, settings.clock, settings.load_search,
+                                  seed=settings.seed + 104_729 * r, log=log)
+        try:
+            searches.append(search_max_load(runner, settings.load_search, score_kind=settings.objective.kind))
+        finally:
+            session.stages.add("measure", runner.measure_s)
+            session.stages.add("scrape", runner.scrape_s)
+    return searches
+
+
+def _failure_status(failure: SessionFailure) -> str:
+    """infeasible: the config's doing (the search learns from it); failed: the environment's."""
+    if failure.stage == "measure":
+        return "infeasible" if failure.engine_exited else "failed"
+    return "failed" if failure.kind == "port_in_use" else "infeasible"
+
+
 def run_trial(settings: TrialSettings, candidate: Candidate, *, repeats: int = 1,
               log: Any = None) -> TrialOutcome:
     """Launch `candidate`, run `repeats` load searches in that one launch (another seed each), tear down.
@@ -111,81 +131,28 @@ def run_trial(settings: TrialSettings, candidate: Candidate, *, repeats: int = 1
     also on Ctrl-C (which is re-raised).
     """
     engine = get_engine(settings.engine, **dict(settings.engine_options))
-    stages = StageTimer()
-    flags = dict(candidate.flags)
-    argv = tuple(engine.build_argv(settings.model, 0, flags))
-
-    def outcome(status: str, kind: str | None = None, error: str | None = None, **extra: Any) -> TrialOutcome:
-        return TrialOutcome(status=status, candidate=candidate, failure_kind=kind, error=error,
-                            argv=extra.pop("argv", argv), stage_seconds=dict(stages.seconds), **extra)
-
-    if settings.check_flags and flags:
-        with stages("validate"):
-            try:
-                validate_flags(flags, read_supported_flags(engine))
-            except UnknownFlagError as exc:
-                return outcome("infeasible", "invalid_argument", str(exc), never_ready=True)
-    t0 = time.monotonic()
-    try:
-        running = launch(engine, settings.model, flags, candidate.env, log_dir=settings.log_dir,
-                         ready_timeout_s=settings.ready_timeout_s)
-    except EngineLaunchError as exc:
-        stages.add("launch", time.monotonic() - t0)
-        status = "failed" if exc.kind == "port_in_use" else "infeasible"
-        first_line = str(exc).split("\n")[0].removesuffix(", last lines:")
-        return outcome(status, exc.kind, first_line, never_ready=True,
-                       log_path=str(exc.log_path) if exc.log_path else None, log_tail=exc.log_tail or None)
-    ready_s = running.ready_s or 0.0
-    stages.add("launch", time.monotonic() - t0 - ready_s)
-    stages.add("ready", ready_s)
-
+    plan = SessionPlan(engine=engine, model=settings.model, flags=dict(candidate.flags), env=candidate.env,
+                       log_dir=settings.log_dir, ready_timeout_s=settings.ready_timeout_s,
+                       check_flags=settings.check_flags, teardown_grace_s=settings.teardown_grace_s)
     searches: list[LoadSearchResult] = []
-    server_info: Mapping[str, Any] | None = None
-    failure: tuple[str, str, str] | None = None  # status, kind, error
-    try:
-        server_info = running.server_info()
-        with stages("warmup"):
-            if settings.load.num_warmup:
-                run_warmup_sync(running.base_url, settings.workload_for(settings.load.num_warmup),
-                                settings.load)
-        for r in range(repeats):
-            runner = EngineStepRunner(running, engine, settings.workload_for, settings.load,
-                                      settings.objective, settings.clock, settings.load_search,
-                                      seed=settings.seed + 104_729 * r, log=log)
-            try:
-                searches.append(search_max_load(runner, settings.load_search,
-                                                score_kind=settings.objective.kind))
-            finally:
-                stages.add("measure", runner.measure_s)
-                stages.add("scrape", runner.scrape_s)
-        with stages("scrape"):
-            server_info = running.server_info() or server_info
-    except EngineDied as exc:
-        kind = classify_failure(running.log_tail(400)) or "crash"
-        failure = ("infeasible", kind, str(exc))
-    except MetricsParseError as exc:
-        failure = ("failed", "bad_metrics", str(exc))
-    except (EngineError, TunerError) as exc:
-        if running.exit_code() is not None:
-            kind = classify_failure(running.log_tail(400)) or "crash"
-            failure = ("infeasible", kind, f"{exc} (the engine exited with code {running.exit_code()})")
-        else:
-            failure = ("failed", "request_failed", str(exc))
-    finally:
-        with stages("teardown"):
-            running.stop(grace_s=settings.teardown_grace_s)
+    session = run_session(plan, functools.partial(_measure, settings, repeats, log, searches))
     common: dict[str, Any] = {
-        "argv": tuple(running.argv), "engine_version": engine.version(server_info),
-        "server_info": server_info, "log_path": str(running.log_path),
-        "log_tail": running.log_tail(LOG_TAIL_LINES), "searches": tuple(searches),
+        "candidate": candidate, "argv": session.argv, "engine_version": session.engine_version,
+        "server_info": session.server_info, "log_path": session.log_path, "log_tail": session.log_tail,
+        "stage_seconds": session.stage_seconds, "searches": tuple(searches),
     }
+    failure = session.failure
     if failure is not None:
-        return outcome(failure[0], failure[1], failure[2], **common)
+        error = failure.error
+        if failure.stage == "launch":  # the launcher's message ends with the log tail, kept apart here
+            error = error.split("\n")[0].removesuffix(", last lines:")
+        return TrialOutcome(status=_failure_status(failure), failure_kind=failure.kind, error=error,
+                            never_ready=failure.never_ready, **common)
     if not any(s.best is not None for s in searches):
         reason = searches[0].stopped if searches else "no load step ran"
         text = "no load met the SLOs" + (f" ({reason})" if reason != "no load met the SLOs" else "")
-        return outcome("infeasible", "slo", text, **common)
-    return outcome("ok", **common)
+        return TrialOutcome(status="infeasible", failure_kind="slo", error=text, **common)
+    return TrialOutcome(status="ok", **common)
 
 
 @dataclass

@@ -43,7 +43,7 @@ def run_migrations_online() -> None:
         _configure(connection=connection)
         context.run_migrations()
         return
-    from tuner.store.db import create_store_engine
+    from tuner.store.database import create_store_engine
 
     engine = create_store_engine(config.get_main_option("sqlalchemy.url") or "")
     try:
