@@ -60,3 +60,27 @@ def test_bench_and_flag_search_wait_and_prompt_the_same_way_per_engine(tmp_path,
     assert bench.workload.text_source is trial.workload_for(1).text_source is text
     assert bench.load.endpoint == trial.load.endpoint == "chat"
     assert bench.log_dir == trial.log_dir == tmp_path / "logs" and bench.log_dir.is_dir()
+
+
+def test_a_learned_workload_is_named_on_the_command_line_and_checked_before_any_launch(tmp_path):
+    from tuner.store.db import open_database
+    from tuner.store.workloads import save_workload
+    from tuner.workload.files import fit_request_log
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 't.db'}")
+    with pytest.raises(TunerError, match="nosuch"):
+        BenchRequest(engine="sim", model="GLM-4.7-FP8", workload="learned:nosuch", num_prompts=3).to_spec(settings)
+    for bad in ("learned:", "poisson"):
+        with pytest.raises(JobError, match="learned:NAME"):
+            BenchRequest(engine="sim", model="GLM-4.7-FP8", workload=bad)
+    # a workload learned from a request log replays with its lengths, sent at its own pace
+    log = tmp_path / "requests.jsonl"
+    log.write_text("".join(json.dumps({"timestamp": t * 0.5, "prompt_tokens": 300, "completion_tokens": 40}) + "\n"
+                           for t in range(40)))
+    db = open_database(settings.resolved_database_url)
+    save_workload(db, "prod", fit_request_log(log), "request-log", str(log))
+    db.dispose()
+    spec = BenchRequest(engine="sim", model="GLM-4.7-FP8", workload="learned:prod", num_prompts=20).to_spec(settings)
+    sessions = spec.workload.sessions(0)
+    assert len(sessions) == 20 and type(spec.arrivals).__name__ == "TraceArrivals"
+    assert all(abs(turn.output_len - 40) <= 10 for s in sessions for turn in s.turns)

@@ -19,7 +19,8 @@ from tuner.runtime.engines import get_engine
 from tuner.runtime.launcher import launch
 from tuner.runtime.loadgen.arrivals import PoissonArrivals
 from tuner.runtime.loadgen.client import LoadOptions, run_load_sync
-from tuner.runtime.loadgen.workloads import RandomWorkload, resolve_workload
+from tuner.runtime.loadgen.resolve import resolve_workload
+from tuner.runtime.loadgen.workloads import RandomWorkload
 from tuner.store.db import open_database
 from tuner.store.workloads import drift_checks, list_workloads, load_workload
 from tuner.workload.drift import DriftThresholds

@@ -18,7 +18,7 @@ from tuner.store.workloads import list_workloads, save_workload
 from tuner.workload.drift import DriftThresholds, compare
 from tuner.workload.files import fit_request_log, read_snapshots
 from tuner.workload.fit import fit_workload
-from tuner.workload.model import LengthBin, LengthDistribution, histogram_from_values, js_divergence
+from tuner.workload_model import LengthBin, LengthDistribution, histogram_from_values, js_divergence
 
 
 def _serve(metrics: SimMetrics, n: int, prompt: int, output: int, cached: int = 0) -> None:
@@ -110,7 +110,7 @@ def test_drift_rules_name_what_moved() -> None:
 
 
 def fit_request_log_like(rate: float, lengths: list[int], accept: float | None):  # type: ignore[no-untyped-def]
-    from tuner.workload.model import WorkloadModel
+    from tuner.workload_model import WorkloadModel
 
     dist = histogram_from_values(lengths, "request-log")
     return WorkloadModel("sglang", 0.0, 100.0, 1.0, int(rate * 100), rate, (rate,) * 100, 1.0, dist, dist,

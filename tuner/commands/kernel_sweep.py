@@ -100,8 +100,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for g in gemm_shapes:
         print(f"{cfg.name} TP{args.tp}: FP8 GEMM {g.key} ({', '.join(g.layers)})")
         specs.append(SweepSpec(shared_experts_fusion=False, shape=g, kernel="fp8_gemm", **common))  # type: ignore[arg-type]
-    from tuner.jobs.kernel_sweep import plan_sweep, run_sweeps_on_gpus, sweep_results
-    from tuner.jobs.worker import gpu_work
+    from tuner.jobs.kernel_sweep import plan_sweep, sweep_results
+    from tuner.jobs.worker import gpu_work, run_sweeps_on_gpus
 
     url = settings.resolved_database_url
     jobs = [plan_sweep(url, spec) for spec in specs]

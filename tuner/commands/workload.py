@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tuner.errors import TunerError, WorkloadSourceError
 from tuner.settings import Settings
-from tuner.workload.model import WorkloadModel
+from tuner.workload_model import WorkloadModel
 
 
 def register(sub: argparse._SubParsersAction) -> None:

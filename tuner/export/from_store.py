@@ -100,7 +100,7 @@ def export_sweeps(db: Database, sweeps: list[SweepRecord], out_dir: str | Path, 
 def _export_gemm(db: Database, sweep: SweepRecord, out: Path, formats: list[str], force: bool) -> list[ExportedFile]:
     from tuner.export.gemm import gemm_files, write_gemm_files
 
-    files = gemm_files(db, sweep, shape_of(sweep), formats)  # type: ignore[arg-type]
+    files = gemm_files(load_best_configs(db, sweep.id), sweep.device_name, shape_of(sweep), formats)
     result = []
     for f in write_gemm_files(out, files, sweep.id, force):
         notes = [n for n in (proxy_note(sweep, f.engine),) if n]

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tuner.errors import ExportError
 from tuner.export.base import write_text_atomically
 from tuner.export.naming import sglang_fp8_gemm_file_name, vllm_fp8_gemm_file_name
 from tuner.kernels.base import GemmShape
-from tuner.store.db import Database
-from tuner.store.kernels import SweepRecord, load_best_configs
 
 SGLANG_GEMM_FOLDER = "sglang-fp8-gemm"
 VLLM_FOLDER = "vllm"
@@ -36,18 +36,18 @@ def _text(entries: dict[int, dict]) -> str:
     return json.dumps({str(m): entries[m] for m in sorted(entries)}, indent=4) + "\n"
 
 
-def gemm_files(db: Database, sweep: SweepRecord, shape: GemmShape, formats: list[str]) -> dict[Path, tuple[str, str]]:
-    """relative path -> (engine, text) for one GEMM sweep's best configs."""
-    best = load_best_configs(db, sweep.id)
+def gemm_files(best: Mapping[int, Any], device_name: str, shape: GemmShape,
+               formats: list[str]) -> dict[Path, tuple[str, str]]:
+    """relative path -> (engine, text) for one GEMM sweep's best configs (batch size -> a stored BestConfig)."""
     if not best:
         return {}
     files: dict[Path, tuple[str, str]] = {}
     for fmt in formats:
         if fmt == "sglang":
-            name = sglang_fp8_gemm_file_name(shape.n, shape.k, sweep.device_name, shape.block_shape)
+            name = sglang_fp8_gemm_file_name(shape.n, shape.k, device_name, shape.block_shape)
             files[Path(SGLANG_GEMM_FOLDER, name)] = ("sglang", _text({m: b.config for m, b in best.items()}))
         elif fmt == "vllm":
-            name = vllm_fp8_gemm_file_name(shape.n, shape.k, sweep.device_name, shape.block_shape)
+            name = vllm_fp8_gemm_file_name(shape.n, shape.k, device_name, shape.block_shape)
             plain = {m: (b.single_config or b.config) for m, b in best.items()}
             files[Path(VLLM_FOLDER, name)] = ("vllm", _text(plain))
         else:

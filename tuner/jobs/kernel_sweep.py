@@ -57,22 +57,6 @@ def plan_sweep(database_url: str, spec: SweepSpec, device_name: str | None = Non
         db.dispose()
 
 
-def run_sweeps_on_gpus(database_url: str, job_ids: list[int], gpus: list[int],
-                       compile_workers: int | None = None) -> None:
-    """One worker process per GPU over the jobs' units, each claiming the next batch size as it frees up. Results
-    merge in the database; a killed worker's unit is taken over when its lease ends. TunerError naming the GPUs
-    whose worker failed."""
-    import os
-
-    from tuner.errors import TunerError
-    from tuner.jobs.worker import run_worker_processes
-
-    per_gpu = compile_workers or max(1, ((os.cpu_count() or 2) - len(gpus)) // len(gpus))
-    failed = run_worker_processes(database_url, gpus, job_ids=job_ids, compile_workers=per_gpu)
-    if failed:
-        raise TunerError(f"the sweep worker(s) on GPU {failed} failed; re-run the same command to resume")
-
-
 def sweep_results(database_url: str, spec: SweepSpec) -> list[str]:
     """The closing summary of the newest stored sweep of `spec` on any device (see tuner.search.report)."""
     from tuner.search.report import sweep_summary

@@ -24,6 +24,7 @@ from tuner.settings import Settings
 
 ENGINES = ("sim", "sglang", "vllm")
 WORKLOADS = ("random", "shared-prefix", "multi-turn", "trace")
+LEARNED = "learned:"  # a workload learned by `tuner workload learn`, by name
 ENDPOINTS = ("chat", "completions", "generate")
 # How long to wait for /health after launch, per engine: the simulator is up in seconds, so a minute or two
 # means it is stuck; a real engine loading hundreds of GB of weights and capturing CUDA graphs can take
@@ -89,7 +90,9 @@ class ServingRequest:
     engine: str = option(help="inference engine", choices=ENGINES)
     model: str = option(help="model path or hub id (for sim: a catalog model)")
     # the workload's shape (what each request looks like), not how fast it is sent
-    workload: str = option("random", choices=WORKLOADS, group="workload", help="")
+    workload: str = option("random", group="workload", metavar="|".join((*WORKLOADS, "learned:NAME")),
+                           help="request shapes: a built-in kind, or learned:NAME, a workload learned from "
+                                "production metrics by `tuner workload learn` (default random)")
     input_len: int = option(1024, group="workload", help="prompt tokens (default 1024)")
     output_len: int = option(128, group="workload", help="tokens to generate (default 128)")
     range_ratio: float = option(1.0, group="workload",
@@ -121,6 +124,8 @@ class ServingRequest:
                                   help="do not check flags against the engine's --help before launching")
 
     def __post_init__(self) -> None:
+        if self.workload not in WORKLOADS and not (self.workload.startswith(LEARNED) and self.workload[len(LEARNED):]):
+            raise JobError(f"--workload {self.workload!r}: use one of {', '.join(WORKLOADS)} or {LEARNED}NAME")
         if self.workload == "trace" and not self.trace:
             raise JobError("--workload trace needs --trace FILE.jsonl")
 
@@ -150,9 +155,10 @@ class ServingRequest:
             return writable_folder(self.log_dir, "--log-dir")
         return writable_folder(settings.data_dir / "logs", "--data-dir's logs folder")
 
-    def workload_for(self) -> Callable[[int], Any]:
+    def workload_for(self, settings: Settings | None = None) -> Callable[[int], Any]:
         """requests (multi-turn: sessions) -> the Workload. The simulator's tokenizer gives exact prompt
-        lengths; real engines get words their tokenizers keep whole."""
+        lengths; real engines get words their tokenizers keep whole. `learned:NAME` is read from the store of
+        `settings` (checked now: an unknown name is one clear line before anything launches)."""
         from tuner.runtime.loadgen.workloads import (
             MultiTurnAgentWorkload,
             RandomWorkload,
@@ -163,6 +169,12 @@ class ServingRequest:
         )
 
         text = default_text_source() if self.engine == "sim" else fallback_make_text
+        if self.workload.startswith(LEARNED):
+            from tuner.runtime.loadgen.resolve import resolve_workload
+
+            url = settings.resolved_database_url if settings is not None else None
+            resolve_workload(self.workload, 1, database_url=url, text_source=text)  # fails fast on a bad name
+            return lambda n: resolve_workload(self.workload, n, database_url=url, text_source=text)
         if self.workload == "random":
             return lambda n: RandomWorkload(n, self.input_len, self.output_len, self.range_ratio,
                                             text_source=text)
@@ -202,7 +214,9 @@ class BenchRequest(ServingRequest):
         from tuner.runtime.loadgen.summary import parse_slos
 
         arrivals: Any
-        if self.workload == "trace" and self.request_rate is None:
+        workload = self.workload_for(settings)(self.num_prompts)
+        timed = self.workload == "trace" or self.workload.startswith(LEARNED)  # sessions carry their arrival times
+        if timed and self.request_rate is None:
             arrivals = TraceArrivals(self.trace_speedup, self.max_concurrency)
         elif self.request_rate is None and self.max_concurrency is not None:
             arrivals = ConcurrencyArrivals(self.max_concurrency)
@@ -211,7 +225,7 @@ class BenchRequest(ServingRequest):
         load = LoadOptions(endpoint=self.endpoint_name, num_warmup=self.num_warmup,
                            request_timeout_s=self.request_timeout, max_duration_s=self.max_duration, seed=self.seed)
         return BenchSpec(
-            engine=self.engine, model=self.model, workload=self.workload_for()(self.num_prompts),
+            engine=self.engine, model=self.model, workload=workload,
             arrivals=arrivals, load=load, flags=parse_assignments(self.flag, "--flag", typed=True),
             env=parse_assignments(self.env, "--env", typed=False), engine_options=self.engine_options,
             slos=parse_slos(self.slo), log_dir=self.log_folder(settings), ready_timeout_s=self.ready_timeout_s,
@@ -310,7 +324,7 @@ class FlagSearchRequest(ServingRequest):
             early_stop=not self.no_early_stop)
         if not self.no_check_flags:
             check_supported(space, read_supported_flags(get_engine(self.engine, **self.engine_options)))
-        make = self.workload_for()
+        make = self.workload_for(settings)
         workload = {k: v for k, v in make(1).describe().items()
                     if k not in ("num_prompts", "num_sessions", "max_requests")}
         load = LoadOptions(endpoint=self.endpoint_name, num_warmup=self.num_warmup,

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from tuner.errors import WorkloadError
 from tuner.store.db import Database
 from tuner.store.workload_models import DriftCheck, LearnedWorkload
-from tuner.workload.model import WorkloadModel
+from tuner.workload_model import WorkloadModel
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tuner.workload.model import WorkloadModel, js_divergence
+from tuner.workload_model import WorkloadModel, js_divergence
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tuner.errors import WorkloadSourceError
 from tuner.workload.fit import Series, SeriesWindow
-from tuner.workload.model import LengthDistribution, WorkloadModel, histogram_from_values
+from tuner.workload_model import LengthDistribution, WorkloadModel, histogram_from_values
 
 _EQ_MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from tuner.errors import WorkloadSourceError
 from tuner.runtime.engines.sglang import SGLANG_METRICS
 from tuner.runtime.engines.vllm import VLLM_METRICS
-from tuner.workload.model import LatencyHistogram, LengthBin, LengthDistribution, WorkloadModel
+from tuner.workload_model import LatencyHistogram, LengthBin, LengthDistribution, WorkloadModel
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuner.errors import OutputPathError
-from tuner.workload.model import LengthDistribution, WorkloadModel
+from tuner.workload_model import LengthDistribution, WorkloadModel
 
 
 def _bars(ax, dist: LengthDistribution, title: str) -> None:  # type: ignore[no-untyped-def]

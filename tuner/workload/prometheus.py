@@ -17,7 +17,7 @@ from urllib3.util.retry import Retry
 
 from tuner.errors import WorkloadSourceError
 from tuner.workload.fit import ENGINES, Series, SeriesWindow, fit_workload
-from tuner.workload.model import WorkloadModel
+from tuner.workload_model import WorkloadModel
 
 MAX_POINTS = 11000  # Prometheus refuses range queries of more points per series
 DEFAULT_STEPS = 240  # rate-profile resolution when no step is given

@@ -26,7 +26,7 @@ from tuner.store.workloads import (
     save_workload,
 )
 from tuner.workload.drift import DriftThresholds, compare
-from tuner.workload.model import WorkloadModel
+from tuner.workload_model import WorkloadModel
 
 log = logging.getLogger(__name__)
 RETUNE_JOB_KIND = "flag_search"

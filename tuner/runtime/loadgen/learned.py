@@ -13,7 +13,7 @@ from typing import Any
 
 from tuner.errors import WorkloadError
 from tuner.runtime.loadgen.workloads import Session, TextSource, Turn, default_text_source
-from tuner.workload.model import WorkloadModel
+from tuner.workload_model import WorkloadModel
 
 
 def profile_offsets_s(rates_rps: tuple[float, ...], step_s: float, n: int, rng: random.Random) -> list[float]:
