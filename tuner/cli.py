@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "engine_sim",
     "worker",
     "status",
+    "suffix_replay",
 )
 
 
