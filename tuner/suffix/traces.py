@@ -61,7 +61,7 @@ def load_tokenizer(folder: str | Path) -> Tokenize:
                              "pip install tokenizers") from None
     try:
         tokenizer = Tokenizer.from_file(str(file))
-    except Exception as exc:  # the Rust side raises plain Exception subclasses
+    except Exception as exc:  # noqa: BLE001 (the Rust side raises a bare Exception for any bad file)
         raise TokenizerError(f"cannot read {file}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
 
@@ -114,9 +114,8 @@ def read_trace(path: str | Path, fmt: str = "auto", tokenize: Tokenize | None = 
 def write_token_trace(path: str | Path, requests: Sequence[TraceRequest]) -> None:
     """Write requests in the `tokens` format (one JSON object per line)."""
     with open(path, "w") as f:
-        for r in requests:
-            f.write(json.dumps({"id": r.request_id, "prompt_token_ids": r.prompt_token_ids.tolist(),
-                                "response_token_ids": r.response_token_ids.tolist()}) + "\n")
+        f.writelines(json.dumps({"id": r.request_id, "prompt_token_ids": r.prompt_token_ids.tolist(),
+                                "response_token_ids": r.response_token_ids.tolist()}) + "\n" for r in requests)
 
 
 def _records(path: Path) -> Iterator[tuple[int, Any]]:
@@ -221,7 +220,7 @@ def _conversation_requests(turns: list[tuple[str, str]], where: str, index: int,
                            tokenize: Tokenize) -> list[TraceRequest]:
     """Every assistant turn is one request: the turns before it (rendered `<|role|>` + text) are its
     prompt. A role marker, not the model's chat template: prompts differ slightly in length."""
-    out = []
+    out: list[TraceRequest] = []
     prompt_ids: list[int] = []
     for role, text in turns:
         header = tokenize(f"<|{role}|>\n")

@@ -123,6 +123,7 @@ class SuffixIndex:
     # ---- queries ----------------------------------------------------------------------------------
     def occurrences(self, token: int, visible_end: int) -> np.ndarray:
         """Ascending live positions < visible_end holding `token`."""
+        visible_end = min(visible_end, self._size)
         lo = np.searchsorted(self._sorted_tokens, token, side="left")
         hi = np.searchsorted(self._sorted_tokens, token, side="right")
         indexed = self._sorted_positions[lo:hi]
@@ -140,6 +141,7 @@ class SuffixIndex:
         """Every match length 1 <= m < min(len(context), max_depth + 1) for which the last m context
         tokens occur among the visible tokens, grouped by identical occurrences, shortest first (empty when
         not even the last token occurs). As arctic-inference, a match never uses the whole context."""
+        visible_end = min(visible_end, self._size)
         max_len = min(int(context.size), self.max_depth + 1) - 1
         if max_len < 1:
             return []
@@ -182,6 +184,7 @@ class SuffixIndex:
         being the product of count(child) / count(parent) along the path (SuffixDecoding's estimate).
         Ties go to the child that reached its count first, as arctic-inference orders siblings."""
         buf = self._buf
+        visible_end = min(visible_end, self._size)
         out_tokens: list[int] = []
         out_probs: list[float] = []
         prob = 1.0
