@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "status",
     "workload",
     "watch",
+    "suffix_replay",
 )
 
 
