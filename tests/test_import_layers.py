@@ -19,6 +19,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "runtime": BASE | {"models", "store"},
     "search": BASE | {"kernels", "models", "store", "export", "runtime"},
     "jobs": BASE | {"kernels", "models", "store", "export", "runtime", "search"},
+    # offline suffix-decoding replay: hands its best sets to the flag search (its space and coupling rules)
+    "suffix": BASE | {"kernels", "models", "store", "export", "runtime", "search"},
     # learning and watching workloads: reads engines' metric names, stores models, queues re-tune jobs
     "workload": BASE | {"kernels", "models", "store", "export", "runtime", "search", "jobs"},
 }
