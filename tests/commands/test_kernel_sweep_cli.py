@@ -192,3 +192,18 @@ def test_gemm_options_are_checked_before_any_work(data_dir, capsys):
     assert "--shapes is for --kernel fp8-gemm" in capsys.readouterr().err
     assert main(["kernel-sweep", "--model", "DeepSeek-V3", "--tp", "8", "--kernel", "fp8-gemm", "--shapes", "5x7"]) == 2
     assert "N,K pairs" in capsys.readouterr().err
+
+
+def test_the_interpreter_check_runs_as_a_user_starts_it(tmp_path):
+    """A fresh process without TRITON_INTERPRET: the command itself must switch Triton to its interpreter
+    before any kernel is defined (the test session sets the variable, which would hide that)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TUNER_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "tuner", "kernel-sweep", "--model", "DeepSeek-V3", "--tp", "8",
+                           "--interpret"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.rstrip().endswith("all configs correct")

@@ -66,7 +66,6 @@ def parse_batch_sizes(text: str | None) -> tuple[int, ...]:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tuner.models.config import load_model_config
     from tuner.models.shapes import derive_moe_shape
-    from tuner.search.kernel_sweep import SweepSpec
 
     cfg = load_model_config(args.model)
     batch_sizes = parse_batch_sizes(args.batch_sizes)
@@ -84,6 +83,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from tuner.search.interpret_check import run_interpret_check
 
         return run_interpret_check(shape, print_fn=print)
+    # imported only now: the kernels must be defined after --interpret has switched Triton to its interpreter
+    from tuner.search.kernel_sweep import SweepSpec
+
     for flag, value in (("--budget", args.budget), ("--down-budget", args.down_budget)):
         if value < 1:
             raise TunerError(f"{flag} must be a positive number of configs, got {value}")
