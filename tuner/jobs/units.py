@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tuner.errors import JobError, LeaseLostError
+from tuner.store.base import record_of
 from tuner.store.db import Database
 from tuner.store.job_models import Job, WorkUnit
 from tuner.store.models import utc_now
@@ -614,32 +615,8 @@ def _canonical(value: object) -> str:
 
 
 def _job_record(job: Job) -> JobRecord:
-    return JobRecord(
-        id=job.id,
-        key=job.key,
-        kind=job.kind,
-        spec=job.spec,
-        state=job.state,
-        max_attempts=job.max_attempts,
-        error=job.error,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-    )
+    return record_of(JobRecord, job)
 
 
 def _unit_record(unit: WorkUnit) -> UnitRecord:
-    return UnitRecord(
-        id=unit.id,
-        job_id=unit.job_id,
-        key=unit.key,
-        payload=unit.payload,
-        state=unit.state,
-        attempts=unit.attempts,
-        worker_id=unit.worker_id,
-        lease_expires_at=unit.lease_expires_at,
-        heartbeat_at=unit.heartbeat_at,
-        result=unit.result,
-        error=unit.error,
-        created_at=unit.created_at,
-        updated_at=unit.updated_at,
-    )
+    return record_of(UnitRecord, unit)

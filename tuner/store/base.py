@@ -7,8 +7,9 @@ flag_models.py and job_models.py.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase
@@ -16,6 +17,9 @@ from sqlalchemy.orm import DeclarativeBase
 # What a JSON column holds once read back: the typed fields of the records the store hands out.
 Json: TypeAlias = None | bool | int | float | str | list["Json"] | dict[str, "Json"]
 JsonObject: TypeAlias = dict[str, Json]
+
+
+R = TypeVar("R")
 
 
 def json_object(value: Json) -> dict[str, Any] | None:
@@ -30,6 +34,13 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def record_of(cls: type[R], row: object, **values: Any) -> R:
+    """A frozen record of dataclass `cls` from an ORM `row`: each field read from the row's attribute of the same
+    name, unless given in `values` (conversions); JSON objects copied so the record shares nothing with the row."""
+    fields = {f.name: values[f.name] if f.name in values else getattr(row, f.name) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: dict(v) if isinstance(v, dict) else v for k, v in fields.items()})
 
 
 def utc_now() -> dt.datetime:

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from tuner.store.base import record_of
 from tuner.store.db import Database
 from tuner.store.models import KernelBestConfig, KernelMeasurement, KernelSweep, utc_now
 
@@ -295,9 +296,7 @@ def load_best_configs(db: Database, sweep_id: int) -> dict[int, BestConfig]:
 
 
 def _best_config(row: KernelBestConfig) -> BestConfig:
-    values: dict[str, Any] = {name: getattr(row, name) for name in _BEST_FIELDS}
-    plain: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in values.items()}
-    return BestConfig(batch_size=row.batch_size, **plain)
+    return record_of(BestConfig, row)
 
 
 def get_sweep(db: Database, sweep_id: int) -> SweepRecord | None:
@@ -368,17 +367,7 @@ def _check_measurement(m: Measurement) -> None:
 
 
 def _measurement(row: KernelMeasurement) -> Measurement:
-    return Measurement(
-        batch_size=row.batch_size,
-        config_key=row.config_key,
-        status=row.status,
-        latency_us=row.latency_us,
-        latency_spread_us=row.latency_spread_us,
-        max_rel_error=row.max_rel_error,
-        detail=row.detail,
-        gpu_seconds=row.gpu_seconds,
-        replays=row.replays,
-    )
+    return record_of(Measurement, row)
 
 
 def _sweep_values(fields: Mapping[str, Any]) -> dict[str, Any]:
