@@ -129,7 +129,9 @@ def cmd_compare(a: argparse.Namespace) -> None:
 
 
 def _geomean(values: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
+    from tuner.search.report import geomean
+
+    return geomean(values) or math.nan
 
 
 def cmd_report(a: argparse.Namespace) -> None:

@@ -112,7 +112,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         exported = export_sweeps(db, sweeps, args.out, formats, args.force)
         print_exported(exported)
         if args.install:
-            _install_gemm([f.path for f in exported if f.engine == "sglang" and "fp8" in f.path.parent.name])
+            from tuner.export.gemm import SGLANG_GEMM_FOLDER
+
+            _install_gemm([f.path for f in exported if f.path.parent.name == SGLANG_GEMM_FOLDER])
         for hint in usage_hints(args.out, formats):
             print(hint)
         return 0

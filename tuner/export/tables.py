@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import ExportError
-from tuner.kernels.base import CONFIG_KEYS, KernelConfig
+from tuner.kernels.base import CONFIG_KEYS, KernelConfig, nearest_entry
 
 __all__ = [
     "ConfigTable",
@@ -109,8 +109,7 @@ def nearest_config(table: Mapping[int, KernelConfig], m: int) -> KernelConfig:
         raise ExportError(
             "the config table is empty: there is no config to look up; tune some batch sizes first"
         )
-    best = min(table, key=lambda key: (abs(key - m), key))
-    return table[best]
+    return nearest_entry(table, m)
 
 
 def to_json_text(table: Mapping[int, KernelConfig], extra: Mapping[str, Any] | None = None) -> str:

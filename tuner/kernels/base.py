@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 CONFIG_KEYS: tuple[str, ...] = (
     "BLOCK_SIZE_M",
@@ -189,6 +192,12 @@ class GemmShape:
     @property
     def key(self) -> str:
         return f"N={self.n},K={self.k},block={self.block_shape[0]}x{self.block_shape[1]}"
+
+
+def nearest_entry(table: Mapping[int, T], m: int) -> T:
+    """The engines' lookup rule for config files keyed by batch size: the entry whose key is nearest to M, ties
+    going to the smaller key (SGLang 0.5.23 and vLLM 0.33 alike). KeyError-free only for a non-empty table."""
+    return table[min(table, key=lambda key: (abs(key - m), key))]
 
 
 # The batch sizes SGLang's and vLLM's tuners write, and that our sweep covers by default.

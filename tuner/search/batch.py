@@ -145,6 +145,23 @@ def search(sweeper: BatchSweeper, strategy: SearchStrategy, to_configs: Callable
                 on_progress(1)
 
 
+class Gains:
+    """Gains of a batch result's exported config over the engine's choice and the default (latencies in us,
+    set by the dataclass that mixes this in); None where one side was not measured."""
+
+    best_latency_us: float | None
+    engine_latency_us: float | None
+    default_latency_us: float | None
+
+    @property
+    def gain_over_default(self) -> float | None:
+        return self.default_latency_us / self.best_latency_us if self.default_latency_us and self.best_latency_us else None
+
+    @property
+    def gain_over_engine(self) -> float | None:
+        return self.engine_latency_us / self.best_latency_us if self.engine_latency_us and self.best_latency_us else None
+
+
 @dataclass
 class Finalists:
     """An ordered set of configs to re-time in the finals."""

@@ -13,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.export.tables import nearest_config
-from tuner.kernels.base import GemmShape, KernelConfig
+from tuner.kernels.base import GemmShape, KernelConfig, nearest_entry
 from tuner.kernels.fp8_gemm.backends import GemmChoice
 from tuner.kernels.fp8_gemm.space import BLOCK_M, GemmConfig, default_config, gemm_space
-from tuner.search.batch import FINALISTS, BatchSweeper, Finalists, decide, fastest, search
+from tuner.search.batch import FINALISTS, BatchSweeper, Finalists, Gains, decide, fastest, search
 from tuner.search.strategies import AdaptiveSearch, ExhaustiveSearch
 from tuner.store.db import Database
 from tuner.store.kernels import BestConfig, MeasurementContext, load_measurements
@@ -38,7 +37,7 @@ class GemmPlan:
 
 
 @dataclass(frozen=True)
-class GemmBatchResult:
+class GemmBatchResult(Gains):
     batch_size: int
     best: GemmConfig | None
     best_latency_us: float | None
@@ -55,13 +54,6 @@ class GemmBatchResult:
     failed: int
     gpu_seconds: float
 
-    @property
-    def gain_over_default(self) -> float | None:
-        return self.default_latency_us / self.best_latency_us if self.default_latency_us and self.best_latency_us else None
-
-    @property
-    def gain_over_engine(self) -> float | None:
-        return self.engine_latency_us / self.best_latency_us if self.engine_latency_us and self.best_latency_us else None
 
 
 def _fits(config: KernelConfig) -> bool:
@@ -121,7 +113,7 @@ def shipped_gemm_seeds(folder: Path | None, shape: GemmShape, batch_size: int) -
     for path in sorted(p for p in folder.iterdir() if p.name.startswith(prefix) and p.name.endswith(suffix)):
         try:
             raw = {int(k): v for k, v in json.loads(path.read_text()).items() if k.isdigit()}
-            seeds[GemmConfig.from_json_dict(nearest_config(raw, batch_size))] = None  # type: ignore[arg-type]
+            seeds[GemmConfig.from_json_dict(nearest_entry(raw, batch_size))] = None
         except Exception:  # noqa: BLE001 - a file we cannot read is no seed
             continue
     return list(seeds)

@@ -1,18 +1,17 @@
-"""The fused-MoE kernel sweep: for each batch size, search configs, check each against the reference, time
-it, and write every measurement to the database as it arrives.
+"""A kernel sweep on one GPU (`SweepSession`): its stored row, backend, compile pool and the family's runner,
+one batch size at a time as a worker claims them (tuner.jobs.worker); every measurement is written as it
+arrives.
 
 Re-running the same sweep resumes: configs already measured (same device, Triton, kernel source, timing
-method, shape and batch size) are read back, never re-measured. GPUs, workers and resume live here; the
-kernel, the search and the timing harness know nothing of them.
+method, shape and batch size) are read back, never re-measured. The kernel, the search and the timing harness
+know nothing of workers or the queue.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self
+from dataclasses import dataclass
 
 from tuner.kernels.base import STANDARD_BATCH_SIZES, MoeShape
 from tuner.search.moe_batch import BatchResult
@@ -45,17 +44,6 @@ class SweepSpec:
     kernel: str = "fused_moe"  # the kernel family (tuner.kernels.family)
 
 
-@dataclass
-class SweepReport:
-    sweep_id: int
-    device_name: str
-    triton_version: str
-    kernel_source: str
-    kernel_version: str = ""
-    proxy_for: str | None = None
-    results: list[BatchResult] = field(default_factory=list)
-
-
 def describe_kernel_source(backend: object) -> str:
     """One line saying whose kernel is timed; for a proxy, plainly that the ranking may not carry over."""
     proxy = getattr(backend, "proxy_for", None)
@@ -74,7 +62,7 @@ def describe_kernel_source(backend: object) -> str:
 
 class SweepSession:
     """One sweep on one GPU: its backend, its row in the store, the per-GPU runner and the compile pool. Batch sizes
-    are run one at a time (`run_batch`), by `run_sweep` in order or by a worker as it claims them."""
+    are run one at a time (`run_batch`) as a worker claims them."""
 
     def __init__(self, spec: SweepSpec, database_url: str, device_index: int = 0,
                  compile_workers: int | None = None, print_fn: Callable[[str], None] | None = None) -> None:
@@ -110,8 +98,6 @@ class SweepSession:
                    "down_configs": getattr(backend, "supports_down_config", False),
                    "use_tma": getattr(backend, "supports_tma", False)},
         )
-        self.report = SweepReport(self.sweep_id, device_name, triton.__version__, backend.name, backend.version,
-                                  proxy_for)
         self.runner = runner_for(family.name, spec, backend, device, self.db, ctx)
         self.pool = CompilePool(family.name, shape_json, backend.name, device_index, compile_workers)
 
@@ -119,7 +105,6 @@ class SweepSession:
         """Search one batch size; its best config is stored before this returns."""
         self.pool.batch_size = batch_size
         result = self.runner.sweep(batch_size, self.pool, on_progress)
-        self.report.results.append(result)
         row = self.runner.best_row(result)
         save_best_configs(self.db, self.sweep_id, [row] if row is not None else [])
         set_sweep_status(self.db, self.sweep_id, "running", gpu_seconds_delta=result.gpu_seconds)
@@ -137,77 +122,6 @@ class SweepSession:
         self.db.dispose()
 
 
-def run_sweep(spec: SweepSpec, database_url: str, device_index: int = 0, compile_workers: int | None = None,
-              batch_sizes: tuple[int, ...] | None = None, progress: bool = True,
-              print_fn: Callable[[str], None] | None = None) -> SweepReport:
-    """Sweep `batch_sizes` (default: all of the spec's) in order on one GPU. Safe to run again: it resumes."""
-    session = SweepSession(spec, database_url, device_index, compile_workers, print_fn)
-    sizes = batch_sizes or spec.batch_sizes
-    try:
-        with _Progress(progress, len(sizes), spec) as bar:
-            for batch_size in sizes:
-                bar.start_batch(batch_size, session.runner.budget())
-                bar.finish_batch(session.run_batch(batch_size, bar.advance))
-        session.mark("finished")
-    except KeyboardInterrupt:
-        session.mark("interrupted")
-        raise
-    except BaseException:
-        session.mark("failed")
-        raise
-    finally:
-        session.close()
-    return session.report
-
-
-class _Progress:
-    """A rich progress bar with ETA over batch sizes and trials; a silent stand-in when disabled."""
-
-    def __init__(self, enabled: bool, total_batches: int, spec: SweepSpec) -> None:
-        self.enabled = enabled
-        self._rich = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._rich = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), TimeRemainingColumn())
-            self._overall = self._rich.add_task(f"{spec.model} TP{spec.tp} {spec.shape.quant.value}", total=total_batches)
-            self._batch = self._rich.add_task("batch size", total=1)
-
-    def __enter__(self) -> Self:
-        if self._rich:
-            self._rich.__enter__()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self._rich:
-            self._rich.__exit__(exc_type, exc, tb)
-
-    def start_batch(self, batch_size: int, total: int) -> None:
-        if self._rich:
-            self._rich.reset(self._batch, total=total, description=f"  M={batch_size} configs")
-
-    def advance(self, n: int) -> None:
-        if self._rich:
-            self._rich.advance(self._batch, n)
-
-    def finish_batch(self, r: BatchResult) -> None:
-        if self._rich:
-            self._rich.advance(self._overall, 1)
-            self._rich.console.print(batch_line(r))
-        else:
-            log.info("%s", batch_line(r))
-
-
-
 def batch_line(r: BatchResult) -> str:
     """One line per batch size: what is exported, and its gain over the engine's current choice and the default."""
     nan = float("nan")
@@ -218,4 +132,4 @@ def batch_line(r: BatchResult) -> str:
             f"measured {r.measured} reused {r.reused} wrong {r.rejected_wrong}")
 
 
-__all__ = ["BatchResult", "SweepReport", "SweepSession", "SweepSpec", "run_sweep"]
+__all__ = ["BatchResult", "SweepSession", "SweepSpec", "batch_line", "describe_kernel_source"]

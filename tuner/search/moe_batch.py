@@ -40,6 +40,7 @@ from tuner.search.batch import (  # noqa: F401 - re-exported: the finals' consta
     QUICK_REPLAYS,
     BatchSweeper,
     Finalists,
+    Gains,
     decide,
     fastest,
     search,
@@ -78,7 +79,7 @@ class BatchPlan:
 
 
 @dataclass(frozen=True)
-class BatchResult:
+class BatchResult(Gains):
     """One batch size's outcome. Latencies are per call in microseconds, from the interleaved finals."""
 
     batch_size: int
@@ -97,17 +98,6 @@ class BatchResult:
     failed: int
     gpu_seconds: float
 
-    @staticmethod
-    def _ratio(a: float | None, b: float | None) -> float | None:
-        return a / b if a and b else None
-
-    @property
-    def gain_over_default(self) -> float | None:
-        return self._ratio(self.default_latency_us, self.best_latency_us)
-
-    @property
-    def gain_over_engine(self) -> float | None:
-        return self._ratio(self.engine_latency_us, self.best_latency_us)
 
 
 def up_strategy(plan: BatchPlan) -> SearchStrategy:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from tuner.errors import TunerError
+from tuner.kernels.base import nearest_entry
 from tuner.kernels.fp8_gemm.kernel import block_fp8_gemm
 from tuner.kernels.fp8_gemm.space import GemmConfig, default_config
 
@@ -37,11 +38,6 @@ class GemmChoice:
 
     config: GemmConfig
     source: str
-
-
-def nearest(table: dict[int, Any], m: int) -> Any:
-    """The engines' rule: the entry whose key is nearest to M, ties to the smaller key."""
-    return table[min(table, key=lambda key: (abs(key - m), key))]
 
 
 @dataclass(frozen=True)
@@ -102,7 +98,7 @@ class SglangGemmBackend:
         table = lookup(n, k, block_shape[0], block_shape[1])
         if not table:
             return GemmChoice(default_config(block_shape), "default")
-        return GemmChoice(GemmConfig.from_json_dict(nearest(table, m)), "shipped file")
+        return GemmChoice(GemmConfig.from_json_dict(nearest_entry(table, m)), "shipped file")
 
     def config_folder(self) -> Path | None:
         """Where SGLang reads (and `tuner export --install` writes) GEMM config files."""

@@ -265,8 +265,7 @@ class EngineBackend:
     def _bind_folder(self, shape: MoeShape) -> None:
         assert self.folder is not None
         if self._shape_for_folder != shape:
-            self.folder.file_name = lambda down: self._engine_file_name(shape, down)
-            self.folder._installed = None
+            self.folder.forget(lambda down: self._engine_file_name(shape, down))
             self._shape_for_folder = shape
 
     # ---------------------------------------------------------------- the engine's own lookup
@@ -289,8 +288,8 @@ class EngineBackend:
         kwargs = _accepted(self.lookup, kwargs)
         ctx = self.folder.users_lookup() if self.folder is not None else contextlib.nullcontext()
         with ctx:
-            if self.get_moe_configs is not None and hasattr(self.get_moe_configs, "cache_clear"):
-                self.get_moe_configs.cache_clear()
+            if self.folder is None and hasattr(self.get_moe_configs, "cache_clear"):
+                self.get_moe_configs.cache_clear()  # a user's file changed since the last lookup is read again
             got = self.lookup((e, 2 * n, k), (e, k, n), shape.runtime_top_k, _dtype_str(shape), batch_size, **kwargs)
         up_dict, down_dict = (got[0], got[1][0]) if kwargs.get("return_down_config") else (got, None)
         up = _config_from_engine(dict(up_dict), shape)
@@ -423,8 +422,7 @@ def _file_lookup_works(backend: EngineBackend, folder: ConfigFolder) -> bool:
     finally:
         backend.folder = None
         backend._shape_for_folder = None
-        folder.clear_cache()  # the engine's next lookup reads the user's own files again
-        folder._installed = None
+        folder.forget()  # the engine's next lookup reads the user's own files again
 
 
 def _supports_tma(module: Any) -> bool:

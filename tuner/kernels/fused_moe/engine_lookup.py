@@ -111,11 +111,18 @@ class ConfigFolder:
             else:
                 os.environ[CONFIG_DIR_ENV] = old
 
+    def forget(self, file_name: Callable[[bool], str] | None = None) -> None:
+        """Clear the engine's lookup cache and what is installed (for another shape: its `file_name`), so the
+        next lookup reads files again."""
+        if file_name is not None:
+            self.file_name = file_name
+        self.clear_cache()
+        self._installed = None
+
     @contextlib.contextmanager
     def users_lookup(self) -> Iterator[None]:
         """While inside, the engine's lookup is the user's own (their SGLANG_MOE_CONFIG_DIR or the shipped files)."""
-        self.clear_cache()
-        self._installed = None
+        self.forget()
         try:
             yield
         finally:
