@@ -85,6 +85,26 @@ def test_claim_takes_the_oldest_claimable_unit_of_the_kinds_asked(db: Database) 
     assert units.claim_unit(db, "w4") is None
 
 
+def test_a_later_stage_waits_until_every_unit_of_the_earlier_stage_has_ended(db: Database) -> None:
+    """A sweep's second pass (stage 1) starts only after every first pass (stage 0) is done or failed, however
+    many workers share the job; other jobs are not held up."""
+    job = units.create_job(db, "kernel_sweep", {"s": 1}, [("M=1", {}, 0), ("M=2", {}, 0),
+                                                          ("refine M=1", {}, 1), ("refine M=2", {}, 1)])
+    other = units.create_job(db, "kernel_sweep", {"s": 2}, [("M=8", {})])
+    a = units.claim_unit(db, "w1")
+    b = units.claim_unit(db, "w2")
+    assert a and b and {a.unit.key, b.unit.key} == {"M=1", "M=2"}
+    units.complete(db, a.unit.id, "w1", {})
+    c = units.claim_unit(db, "w1")  # M=2 still runs: the other job's unit, not a second pass
+    assert c is not None and c.job.id == other.id
+    assert units.claim_unit(db, "w3") is None
+    units.fail(db, b.unit.id, "w2", "GPU fault")  # a failed first pass ends its stage too
+    d = units.claim_unit(db, "w2")
+    assert d is not None and (d.unit.key, d.unit.stage) == ("refine M=1", 1) and d.job.id == job.id
+    with pytest.raises(JobError, match="stage of unit 'x' must be"):
+        units.create_job(db, "k", {}, [("x", {}, -1)])
+
+
 def test_claim_can_keep_to_the_jobs_a_worker_was_started_for(db: Database) -> None:
     first = _sweep(db, "M=1")
     second = _sweep(db, "M=64", kind="kernel_sweep:other")

@@ -150,3 +150,19 @@ def test_status_shows_progress_and_live_workers(db):  # type: ignore[no-untyped-
 
 def test_status_without_jobs_says_so(db):  # type: ignore[no-untyped-def]
     assert status_lines(db) == ["no queued or running jobs (--all shows ended ones)", "no live workers"]
+
+
+def test_an_adaptive_sweep_of_several_batch_sizes_plans_a_second_pass_after_every_first_one():
+    from tuner.jobs.kernel_sweep import sweep_units
+    from tuner.kernels.base import MoeShape, Quant
+    from tuner.search.kernel_sweep import SweepSpec
+
+    shape = MoeShape(161, 192, 5120, 9, Quant.FP8_PER_CHANNEL)
+    spec = SweepSpec("GLM-4.7-FP8", 8, 1, True, shape, batch_sizes=(1, 64, 4096))
+    planned = sweep_units(spec)
+    assert [(k, s) for k, _, s in planned] == [("M=1", 0), ("M=64", 0), ("M=4096", 0), ("refine M=1", 1),
+                                               ("refine M=64", 1), ("refine M=4096", 1)]
+    assert planned[3][1] == {"batch_size": 1, "phase": "refine"}
+    # one batch size, or the exhaustive strategy (it measured everything already): no second pass
+    assert len(sweep_units(SweepSpec("m", 8, 1, True, shape, batch_sizes=(64,)))) == 1
+    assert len(sweep_units(SweepSpec("m", 8, 1, True, shape, batch_sizes=(1, 64), strategy="exhaustive"))) == 2

@@ -87,3 +87,31 @@ def test_the_best_plain_config_is_kept_for_engines_without_the_sm90_keys(tmp_pat
     row = gemm_best_row(r)
     assert r.best.hopper and r.plain is not None and not r.plain.hopper
     assert "SWAP_AB" not in row.single_config and row.single_latency_us >= row.latency_us
+
+
+def test_second_pass_takes_another_batch_sizes_finalist_when_it_is_faster_here(tmp_path):
+    from tuner.search.batch import FINAL_REPLAYS
+    from tuner.search.gemm_batch import cross_batch_gemm_candidates, refine_gemm_batch
+    from tuner.store.kernels import Measurement, record_measurement
+
+    hidden = GemmConfig(KernelConfig(256, 256, 128, 64, 8, 2), True, 8)
+    kernel = FakeGemm(overrides={hidden: 1.0})
+    db = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    plan = GemmPlan(SHAPE, M, GemmChoice(default_config(BLOCK), "default"), hopper=True, budget=20)
+    first = sweep_gemm_batch(BatchSweeper(db, CTX, SHAPE, kernel, None, M, parse_key=GemmConfig.from_key), plan)
+    assert first.best != hidden
+    record_measurement(db, CTX, SHAPE.key, Measurement(1024, hidden.key, "ok", 50.0, 0.1, 1e-3, None, 0.1,
+                                                       FINAL_REPLAYS))
+    candidates = cross_batch_gemm_candidates(db, CTX, SHAPE, M)
+    assert candidates == [hidden]
+    second = refine_gemm_batch(BatchSweeper(db, CTX, SHAPE, kernel, None, M, parse_key=GemmConfig.from_key), plan,
+                               candidates)
+    assert second.best == hidden and not second.kept_engine_choice
+    # without the sm90 variant the engine could not read it: not measured, the first result stands
+    db2 = open_database(f"sqlite:///{tmp_path / 'plain.db'}")
+    plain = GemmPlan(SHAPE, M, GemmChoice(default_config(BLOCK), "default"), hopper=False, budget=20)
+    sweep_gemm_batch(BatchSweeper(db2, CTX, SHAPE, kernel, None, M, parse_key=GemmConfig.from_key), plain)
+    kernel.timed.clear()
+    third = refine_gemm_batch(BatchSweeper(db2, CTX, SHAPE, kernel, None, M, parse_key=GemmConfig.from_key), plain,
+                              candidates)
+    assert hidden not in kernel.timed and third.best != hidden and not third.best.hopper

@@ -143,3 +143,59 @@ def test_finals_interleave_rounds_so_drift_hits_every_finalist(tmp_path):
     assert finals[:per_round] == finals[per_round: 2 * per_round] == finals[2 * per_round:]
     assert kernel.timed[-len(finals):] == finals
     assert r.best in finals
+
+
+# ---------------------------------------------------------------------------------------------- second pass
+
+
+def _finalist_elsewhere(db, configs, batch_size, latency_us):
+    """A first pass at another batch size that re-timed `configs` in its finals."""
+    from tuner.search.moe_batch import FINAL_REPLAYS
+    from tuner.store.kernels import Measurement, record_measurement
+
+    record_measurement(db, CTX, SHAPE.key, Measurement(batch_size, configs.key, "ok", latency_us, 0.1, 1e-3, None,
+                                                       0.1, FINAL_REPLAYS))
+
+
+def test_second_pass_takes_a_pair_another_batch_size_found_when_it_is_faster_here(tmp_path):
+    from tuner.search.moe_batch import cross_batch_candidates, refine_batch_size
+
+    # a pair the first pass at M cannot reach from its seeds and budget, but which another M's search found
+    hidden = MoeConfigs(KernelConfig(32, 256, 64, 64, 8, 2), KernelConfig(32, 32, 64, 1, 8, 3))
+    kernel = FakeKernel(overrides={hidden: 10.0})
+    db, first = _sweep(tmp_path, kernel, _plan())
+    assert first.best != hidden
+    _finalist_elsewhere(db, hidden, 4 * M, 99.0)
+    candidates = cross_batch_candidates(db, CTX, SHAPE, M)
+    assert hidden in candidates
+    kernel.timed.clear()
+    kernel.replays.clear()
+    second = refine_batch_size(BatchSweeper(db, CTX, SHAPE, kernel, None, M), _plan(), candidates)
+    assert second.best == hidden and second.best_latency_us == pytest.approx(10.0)
+    # the finals ran again in one window: the first pass's winner and the baselines were re-timed beside it
+    retimed = [c for c, r in zip(kernel.timed, kernel.replays) if r == FINAL_ROUND_REPLAYS]
+    assert first.best in retimed and hidden in retimed and _plan().engine.configs in retimed
+
+
+def test_second_pass_keeps_the_first_pass_result_when_nothing_elsewhere_is_faster_here(tmp_path):
+    from tuner.search.moe_batch import cross_batch_candidates, refine_batch_size
+
+    engine = EngineChoice(SHIPPED, "shipped")
+    kernel = FakeKernel(overrides={SHIPPED: 1.0})  # nothing beats what the engine ships
+    db, first = _sweep(tmp_path, kernel, _plan(engine))
+    slow_elsewhere = MoeConfigs(KernelConfig(64, 64, 64, 1, 4, 3))
+    _finalist_elsewhere(db, slow_elsewhere, 2 * M, 5.0)  # fast at its own M, slow here
+    second = refine_batch_size(BatchSweeper(db, CTX, SHAPE, kernel, None, M), _plan(engine),
+                               cross_batch_candidates(db, CTX, SHAPE, M))
+    assert first.kept_engine_choice and second.kept_engine_choice and second.best == SHIPPED
+
+
+def test_second_pass_skips_pairs_this_engine_cannot_read(tmp_path):
+    from tuner.search.moe_batch import refine_batch_size
+
+    kernel = FakeKernel()
+    db, _ = _sweep(tmp_path, kernel, _plan(down=False, tma=False))
+    pair = MoeConfigs(KernelConfig(16, 64, 128, 1, 4, 5), KernelConfig(16, 128, 128, 16, 4, 2, use_tma=True))
+    kernel.timed.clear()
+    refine_batch_size(BatchSweeper(db, CTX, SHAPE, kernel, None, M), _plan(down=False, tma=False), [pair])
+    assert pair not in kernel.timed and all(c.down is None for c in kernel.timed)

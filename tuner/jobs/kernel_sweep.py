@@ -38,17 +38,26 @@ def spec_from_json(data: dict[str, Any]) -> SweepSpec:
     return SweepSpec(**fields)
 
 
+def sweep_units(spec: SweepSpec) -> list[tuple[str, dict[str, Any], int]]:
+    """The units of a sweep: one search per batch size (stage 0) and, for an adaptive sweep of several batch sizes,
+    a second pass per batch size (stage 1, once every first pass has ended) that also measures the other batch
+    sizes' finalists there, so the result does not depend on the order or on how many workers shared the M."""
+    first = [(f"M={m}", {"batch_size": m}, 0) for m in spec.batch_sizes]
+    if spec.strategy != "adaptive" or len(spec.batch_sizes) < 2:
+        return first
+    return first + [(f"refine M={m}", {"batch_size": m, "phase": "refine"}, 1) for m in spec.batch_sizes]
+
+
 def plan_sweep(database_url: str, spec: SweepSpec, device_name: str | None = None) -> units.JobRecord:
-    """Create (or find) the job for `spec` on `device_name` (default: GPU 0 here), one unit per batch size; units
-    a failed run left failed are queued again."""
+    """Create (or find) the job for `spec` on `device_name` (default: GPU 0 here), its units as `sweep_units`;
+    units a failed run left failed are queued again."""
     if device_name is None:
         import torch
 
         device_name = torch.cuda.get_device_name(0)
     db = open_database(database_url)
     try:
-        job = units.create_job(db, kind_for(device_name), spec_to_json(spec),
-                               [(f"M={m}", {"batch_size": m}) for m in spec.batch_sizes])
+        job = units.create_job(db, kind_for(device_name), spec_to_json(spec), sweep_units(spec))
         if job.state == "failed":
             units.requeue_failed(db, job.id)
             job = units.get_job(db, job.id)

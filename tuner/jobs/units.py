@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from tuner.errors import JobError, LeaseLostError
 from tuner.store.base import record_of
@@ -64,6 +64,7 @@ class UnitRecord:
     error: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    stage: int = 0  # claimable once every unit of a lower stage of the job has ended
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,15 @@ def create_job(
     db: Database,
     kind: str,
     spec: Mapping[str, Json],
-    units: Iterable[tuple[str, Mapping[str, Json]]],
+    units: Iterable[tuple[str, Mapping[str, Json]] | tuple[str, Mapping[str, Json], int]],
     *,
     key: str | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> JobRecord:
     """Create a job with its units (queued in the order given), or return the job that has this key already.
 
+    A unit is (key, payload) or (key, payload, stage): a unit of stage s is claimed only once every unit of the
+    job with a lower stage has ended (stage 0 by default; a sweep's second pass over all batch sizes is stage 1).
     `key` defaults to `job_key(kind, spec)`. Creating an existing job again adds the units it lacks (a
     resumed sweep with more batch sizes) and leaves the others as they are; a different kind, spec or unit
     payload under the same key is a JobError, and so is adding units to a cancelled job.
@@ -135,11 +138,16 @@ def create_job(
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise JobError(f"max_attempts must be a whole number >= 1, not {max_attempts!r}")
     planned: dict[str, JsonObject] = {}
-    for unit_key, payload in units:
-        unit_key = _name(unit_key, "unit key")
+    stages: dict[str, int] = {}
+    for unit in units:
+        unit_key, payload = _name(unit[0], "unit key"), unit[1]
         if unit_key in planned:
             raise JobError(f"unit key {unit_key!r} appears twice in job {key!r}: unit keys must be unique")
         planned[unit_key] = _json_object(payload, f"the payload of unit {unit_key!r}")
+        stage = unit[2] if len(unit) > 2 else 0  # type: ignore[misc]
+        if isinstance(stage, bool) or not isinstance(stage, int) or stage < 0:
+            raise JobError(f"the stage of unit {unit_key!r} must be a whole number >= 0, not {stage!r}")
+        stages[unit_key] = stage
 
     def work(session: Session) -> JobRecord:
         job = session.scalars(
@@ -167,9 +175,8 @@ def create_job(
                 raise JobError(f"job {key!r} was cancelled: give the new job its own key")
         for unit_key, payload in planned.items():
             if unit_key not in existing:
-                session.add(
-                    WorkUnit(job_id=job.id, key=unit_key, payload=payload, state="queued", attempts=0)
-                )
+                session.add(WorkUnit(job_id=job.id, key=unit_key, payload=payload, state="queued", attempts=0,
+                                     stage=stages[unit_key]))
         session.flush()
         _refresh_job_state(session, job)
         return _job_record(job)
@@ -291,7 +298,7 @@ def claim_unit(
     job_ids: Collection[int] | None = None,
 ) -> Claim | None:
     """Claim the oldest unit that is queued or whose lease has expired (of a job of one of `kinds`, and one of
-    `job_ids`, if given); None when there is none. The worker holds it for `lease_s` seconds, extended by `heartbeat`.
+    `job_ids`, if given) and whose job has no unfinished unit of a lower stage; None when there is none. The worker holds it for `lease_s` seconds, extended by `heartbeat`.
 
     Claiming again after an expired lease counts another attempt; a unit whose lease expires after its job's
     `max_attempts` claims is failed instead ("lease expired ..."), and the next unit is tried. Race-free
@@ -306,6 +313,11 @@ def claim_unit(
     def work(session: Session) -> Claim | Literal[True] | None:
         """A Claim; None when nothing is claimable; True to look again (a unit was failed, or a race lost)."""
         now = _now(session)
+        earlier = aliased(WorkUnit)
+        waiting = sa.exists().where(  # a unit of a lower stage of the same job has not ended yet
+            earlier.job_id == WorkUnit.job_id, earlier.stage < WorkUnit.stage,
+            earlier.state.in_(("queued", "claimed")),
+        )
         query = (
             sa.select(WorkUnit.id, WorkUnit.state, WorkUnit.attempts, WorkUnit.worker_id, Job.max_attempts)
             .join(Job, Job.id == WorkUnit.job_id)
@@ -313,7 +325,8 @@ def claim_unit(
                 sa.or_(
                     WorkUnit.state == "queued",
                     sa.and_(WorkUnit.state == "claimed", WorkUnit.lease_expires_at < now),
-                )
+                ),
+                ~waiting,
             )
             .order_by(WorkUnit.id)
             .limit(1)

@@ -172,9 +172,10 @@ class SweepHandler:
     def run(self, unit: units.UnitRecord) -> dict[str, Any]:
         from tuner.search.kernel_sweep import batch_line
 
-        result = self.session.run_batch(int(unit.payload["batch_size"]))  # type: ignore[arg-type]
+        refine = unit.payload.get("phase") == "refine"
+        result = self.session.run_batch(int(unit.payload["batch_size"]), refine=refine)  # type: ignore[arg-type]
         if self.print_fn is not None:
-            self.print_fn(batch_line(result))
+            self.print_fn(("second pass " if refine else "") + batch_line(result))
         return {"best": result.best.key if result.best else None, "latency_us": result.best_latency_us,
                 "engine_latency_us": result.engine_latency_us, "default_latency_us": result.default_latency_us,
                 "kept_engine_choice": result.kept_engine_choice, "measured": result.measured}

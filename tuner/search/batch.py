@@ -96,11 +96,12 @@ class BatchSweeper:
                 return "oom", str(exc)[:300], None, None
             return "launch_error", f"{type(exc).__name__}: {str(exc)[:300]}", None, None
 
-    def finals(self, finalists: list[Any]) -> dict[Any, Measurement]:
+    def finals(self, finalists: list[Any], retime: bool = False) -> dict[Any, Measurement]:
         """Re-time `finalists` (each already measured ok) in FINAL_ROUNDS interleaved rounds; a finalist already
-        re-timed in an earlier run is read back. Latency = median of the round medians; spread = half their range
-        plus the median within-round spread."""
-        todo = [c for c in finalists if self.known[c].replays < FINAL_REPLAYS]
+        re-timed in an earlier run is read back unless `retime` (a second pass, whose finalists must share one
+        time window). Latency = median of the round medians; spread = half their range plus the median
+        within-round spread."""
+        todo = [c for c in finalists if retime or self.known[c].replays < FINAL_REPLAYS]
         rounds: dict[Any, list[TimingResult]] = {c: [] for c in todo}
         started = time.perf_counter()
         for _ in range(FINAL_ROUNDS):

@@ -16,7 +16,7 @@ from pathlib import Path
 from tuner.kernels.base import GemmShape, KernelConfig, nearest_entry
 from tuner.kernels.fp8_gemm.backends import GemmChoice
 from tuner.kernels.fp8_gemm.space import BLOCK_M, GemmConfig, default_config, gemm_space
-from tuner.search.batch import FINALISTS, BatchSweeper, Finalists, Gains, decide, fastest, search
+from tuner.search.batch import FINAL_REPLAYS, FINALISTS, BatchSweeper, Finalists, Gains, decide, fastest, search
 from tuner.search.strategies import AdaptiveSearch, ExhaustiveSearch
 from tuner.store.db import Database
 from tuner.store.kernels import BestConfig, MeasurementContext, load_measurements
@@ -80,6 +80,35 @@ def sweep_gemm_batch(sweeper: BatchSweeper, plan: GemmPlan,
         variants += [s for s in plan.seeds if s.hopper]
         search(sweeper, ExhaustiveSearch(list(dict.fromkeys(variants))), lambda g: g,  # type: ignore[arg-type]
                lambda g: g if g.hopper else None, on_progress)
+    return _conclude(sweeper, plan)
+
+
+def refine_gemm_batch(sweeper: BatchSweeper, plan: GemmPlan, candidates: list[GemmConfig],
+                      on_progress: Callable[[int], None] | None = None) -> GemmBatchResult:
+    """The second pass at one batch size (as moe_batch.refine_batch_size): the other batch sizes' finalists are
+    measured here too, then finals (all re-timed in one window) and the never-worse decision again."""
+    usable = [c for c in dict.fromkeys(candidates) if _fits(c.base) and (plan.hopper or not c.hopper)]
+    if sweeper.pool is not None:
+        sweeper.pool.submit([c for c in usable if c not in sweeper.known])
+    for config in (plan.engine.config, default_config(plan.shape.block_shape), *usable):
+        sweeper.measure(config)
+        if on_progress:
+            on_progress(1)
+    return _conclude(sweeper, plan, retime=True)
+
+
+def cross_batch_gemm_candidates(db: Database, ctx: MeasurementContext, shape: GemmShape, batch_size: int,
+                                per_batch_size: int = 2) -> list[GemmConfig]:
+    """The `per_batch_size` fastest finalists of every other batch size of `shape`, nearest batch sizes first."""
+    rows = [m for m in load_measurements(db, ctx, shape.key)
+            if m.status == "ok" and m.batch_size != batch_size and m.replays >= FINAL_REPLAYS]
+    sizes = sorted({m.batch_size for m in rows}, key=lambda s: (abs(s - batch_size), s))
+    return [GemmConfig.from_key(m.config_key) for s in sizes
+            for m in fastest([r for r in rows if r.batch_size == s])[:per_batch_size]]
+
+
+def _conclude(sweeper: BatchSweeper, plan: GemmPlan, retime: bool = False) -> GemmBatchResult:
+    engine, default = plan.engine.config, default_config(plan.shape.block_shape)
     finalists = Finalists()
     for m in fastest(list(sweeper.known.values()))[:FINALISTS]:
         finalists.add(GemmConfig.from_key(m.config_key))
@@ -89,7 +118,7 @@ def sweep_gemm_batch(sweeper: BatchSweeper, plan: GemmPlan,
     for baseline in (engine, default):
         if sweeper.known[baseline].status == "ok":
             finalists.add(baseline)
-    finals = sweeper.finals(finalists.items) if finalists.items else {}
+    finals = sweeper.finals(finalists.items, retime) if finalists.items else {}
     decision = decide(finals, engine, GemmConfig.from_key)
     plain = fastest([m for c, m in sweeper.known.items() if not c.hopper])
     return GemmBatchResult(

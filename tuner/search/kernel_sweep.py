@@ -101,10 +101,12 @@ class SweepSession:
         self.runner = runner_for(family.name, spec, backend, device, self.db, ctx)
         self.pool = CompilePool(family.name, shape_json, backend.name, device_index, compile_workers)
 
-    def run_batch(self, batch_size: int, on_progress: Callable[[int], None] | None = None) -> BatchResult:
-        """Search one batch size; its best config is stored before this returns."""
+    def run_batch(self, batch_size: int, on_progress: Callable[[int], None] | None = None,
+                  refine: bool = False) -> BatchResult:
+        """Search one batch size (or, with `refine`, run its second pass: see runners.BatchRunner.refine); its best
+        config is stored before this returns."""
         self.pool.batch_size = batch_size
-        result = self.runner.sweep(batch_size, self.pool, on_progress)
+        result = (self.runner.refine if refine else self.runner.sweep)(batch_size, self.pool, on_progress)
         row = self.runner.best_row(result)
         save_best_configs(self.db, self.sweep_id, [row] if row is not None else [])
         set_sweep_status(self.db, self.sweep_id, "running", gpu_seconds_delta=result.gpu_seconds)

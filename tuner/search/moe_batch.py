@@ -163,8 +163,48 @@ def sweep_batch_size(sweeper: BatchSweeper, plan: BatchPlan,
                                           [x for x in dict.fromkeys(seeds) if not x.use_tma], plan.down_budget,
                                           seed=plan.seed + plan.batch_size + 13)
                 search(sweeper, strategy, _with_down(best_pair.down), _up_given(best_pair.down), on_progress)
+    return _conclude(sweeper, plan)
+
+
+def refine_batch_size(sweeper: BatchSweeper, plan: BatchPlan, candidates: list[MoeConfigs],
+                      on_progress: Callable[[int], None] | None = None) -> BatchResult:
+    """The second pass at one batch size, once every batch size has had its first: `candidates` (the finalists of
+    the other batch sizes, see `cross_batch_candidates`) are measured here too, then the finals and the never-worse
+    decision run again over everything measured at this M, all finalists re-timed in one window.
+
+    Why: a first pass seeds from the neighbouring batch sizes measured *before* it, so a config that wins at
+    larger M (or at an M another GPU was still searching) is never tried; this pass makes the result independent
+    of the order and of how the batch sizes were spread over workers."""
+    usable = [c for c in dict.fromkeys(candidates)
+              if not c.up.use_tma and fits_device(c.up, plan.shape)
+              and (c.down is None or (plan.down_configs and (plan.tma or not c.down.use_tma)
+                                      and c.down.block_size_m == c.up.block_size_m
+                                      and fits_device(c.down, plan.shape)))]
+    if sweeper.pool is not None:
+        sweeper.pool.submit([c for c in usable if c not in sweeper.known])
+    for configs in (plan.engine.configs, plan.default, *usable):  # baselines: read back from the first pass
+        sweeper.measure(configs)
+        if on_progress:
+            on_progress(1)
+    return _conclude(sweeper, plan, retime=True)
+
+
+def cross_batch_candidates(db: Database, ctx: MeasurementContext, shape: MoeShape, batch_size: int,
+                           per_batch_size: int = 2) -> list[MoeConfigs]:
+    """The `per_batch_size` fastest finalists (configs re-timed in a first pass's finals) of every other batch
+    size of `shape`, nearest batch sizes first."""
+    rows = [m for m in load_measurements(db, ctx, shape.key)
+            if m.status == "ok" and m.batch_size != batch_size and m.replays >= FINAL_REPLAYS]
+    sizes = sorted({m.batch_size for m in rows}, key=lambda s: (abs(s - batch_size), s))
+    return [MoeConfigs.from_key(m.config_key) for s in sizes
+            for m in fastest([r for r in rows if r.batch_size == s])[:per_batch_size]]
+
+
+def _conclude(sweeper: BatchSweeper, plan: BatchPlan, retime: bool = False) -> BatchResult:
+    """Finals, interleaved, with the engine's choice and the default always among them, then the decision."""
+    engine, default = plan.engine.configs, plan.default
+    singles = fastest([m for c, m in sweeper.known.items() if c.down is None])
     best_up = MoeConfigs.from_key(singles[0].config_key).up if singles else None
-    # Finals, interleaved, with the engine's choice and the default always among them.
     ok = [m for m in fastest(list(sweeper.known.values()))]
     finalists = Finalists()
     for m in ok[:FINALISTS]:
@@ -178,7 +218,7 @@ def sweep_batch_size(sweeper: BatchSweeper, plan: BatchPlan,
     for baseline in (engine, default):
         if sweeper.known[baseline].status == "ok":
             finalists.add(baseline)
-    finals = sweeper.finals(finalists.items) if finalists.items else {}
+    finals = sweeper.finals(finalists.items, retime) if finalists.items else {}
     decision = decide(finals, engine, MoeConfigs.from_key)
     best = decision.best
     single_finals = [m for c, m in finals.items() if c.down is None]

@@ -12,6 +12,11 @@ class BatchRunner(Protocol):
         """Search `batch_size`; returns the family's batch result (best configs beside the engine's choice)."""
         ...
 
+    def refine(self, batch_size: int, pool: Any, on_progress: Callable[[int], None] | None) -> Any:
+        """The second pass at `batch_size`, once every batch size had its first: the other batch sizes' finalists
+        measured here too, finals and decision again; returns the same kind of result as `sweep`."""
+        ...
+
     def best_row(self, result: Any) -> Any:
         """The store's `BestConfig` row for a batch result, or None when nothing ran correctly."""
         ...
@@ -48,11 +53,23 @@ class MoeRunner:
         return self.spec.budget + (2 * self.spec.down_budget if self.backend.supports_down_config else 0)
 
     def sweep(self, batch_size: int, pool: Any, on_progress: Callable[[int], None] | None) -> Any:
+        from tuner.search.moe_batch import sweep_batch_size
+
+        return self._run(batch_size, pool, lambda sweeper, plan: sweep_batch_size(sweeper, plan, on_progress))
+
+    def refine(self, batch_size: int, pool: Any, on_progress: Callable[[int], None] | None) -> Any:
+        from tuner.search.moe_batch import cross_batch_candidates, refine_batch_size
+
+        candidates = cross_batch_candidates(self.db, self.ctx, self.spec.shape, batch_size)
+        return self._run(batch_size, pool,
+                         lambda sweeper, plan: refine_batch_size(sweeper, plan, candidates, on_progress))
+
+    def _run(self, batch_size: int, pool: Any, body: Callable[[Any, Any], Any]) -> Any:
         import torch
 
         from tuner.export.shipped import shipped_seeds
         from tuner.kernels.fused_moe.problem import MoeProblem
-        from tuner.search.moe_batch import BatchPlan, BatchSweeper, neighbour_seeds, sweep_batch_size
+        from tuner.search.moe_batch import BatchPlan, BatchSweeper, neighbour_seeds
 
         spec, shape = self.spec, self.spec.shape
         shipped_up, shipped_down = shipped_seeds(self.tables, batch_size)
@@ -66,8 +83,7 @@ class MoeRunner:
         problem = MoeProblem(shape, batch_size, self.backend, self.device, seed=spec.seed, routing=self.routing,
                              weights=self.weights)
         try:
-            return sweep_batch_size(BatchSweeper(self.db, self.ctx, shape, problem, pool, batch_size), plan,
-                                    on_progress)
+            return body(BatchSweeper(self.db, self.ctx, shape, problem, pool, batch_size), plan)
         finally:
             del problem
             torch.cuda.empty_cache()
@@ -93,17 +109,24 @@ class GemmRunner:
         return self.spec.budget
 
     def sweep(self, batch_size: int, pool: Any, on_progress: Callable[[int], None] | None) -> Any:
+        from tuner.search.gemm_batch import sweep_gemm_batch
+
+        return self._run(batch_size, pool, lambda sweeper, plan: sweep_gemm_batch(sweeper, plan, on_progress))
+
+    def refine(self, batch_size: int, pool: Any, on_progress: Callable[[int], None] | None) -> Any:
+        from tuner.search.gemm_batch import cross_batch_gemm_candidates, refine_gemm_batch
+
+        candidates = cross_batch_gemm_candidates(self.db, self.ctx, self.spec.shape, batch_size)
+        return self._run(batch_size, pool,
+                         lambda sweeper, plan: refine_gemm_batch(sweeper, plan, candidates, on_progress))
+
+    def _run(self, batch_size: int, pool: Any, body: Callable[[Any, Any], Any]) -> Any:
         import torch
 
         from tuner.kernels.fp8_gemm.problem import GemmProblem
         from tuner.kernels.fp8_gemm.space import GemmConfig
         from tuner.search.batch import BatchSweeper
-        from tuner.search.gemm_batch import (
-            GemmPlan,
-            neighbour_gemm_seeds,
-            shipped_gemm_seeds,
-            sweep_gemm_batch,
-        )
+        from tuner.search.gemm_batch import GemmPlan, neighbour_gemm_seeds, shipped_gemm_seeds
 
         shape = self.spec.shape
         plan = GemmPlan(
@@ -115,8 +138,8 @@ class GemmRunner:
         )
         problem = GemmProblem(shape, batch_size, self.backend, self.device, self.weights, seed=self.spec.seed)
         try:
-            sweeper = BatchSweeper(self.db, self.ctx, shape, problem, pool, batch_size, parse_key=GemmConfig.from_key)
-            return sweep_gemm_batch(sweeper, plan, on_progress)
+            return body(BatchSweeper(self.db, self.ctx, shape, problem, pool, batch_size,
+                                     parse_key=GemmConfig.from_key), plan)
         finally:
             del problem
             torch.cuda.empty_cache()

@@ -47,6 +47,8 @@ class WorkUnit(Base):
     key: Mapped[str] = mapped_column(String)  # unique within the job, e.g. "M=256"
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String)  # queued | claimed | done | failed | cancelled
+    # claimable only once every unit of a lower stage of its job has ended (done, failed or cancelled)
+    stage: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far
     worker_id: Mapped[str | None] = mapped_column(String)  # the holder while claimed; the last one after
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
