@@ -199,3 +199,16 @@ def test_second_pass_skips_pairs_this_engine_cannot_read(tmp_path):
     kernel.timed.clear()
     refine_batch_size(BatchSweeper(db, CTX, SHAPE, kernel, None, M), _plan(down=False, tma=False), [pair])
     assert pair not in kernel.timed and all(c.down is None for c in kernel.timed)
+
+
+def test_second_pass_recombines_a_neighbours_down_config_with_this_batch_sizes_best_up_config():
+    from tuner.search.moe_batch import recombined
+
+    best = MoeConfigs(KernelConfig(32, 64, 128, 16, 4, 2), KernelConfig(32, 64, 64, 32, 4, 2))
+    neighbour = MoeConfigs(KernelConfig(16, 128, 128, 1, 4, 2), KernelConfig(16, 128, 64, 16, 4, 4))
+    out = recombined(best, [neighbour])
+    moved_down = KernelConfig(32, 128, 64, 16, 4, 4)
+    assert MoeConfigs(KernelConfig(32, 128, 128, 1, 4, 2), moved_down) in out  # moved to this M's BLOCK_SIZE_M
+    assert MoeConfigs(best.up, moved_down) in out  # its down config under the best up config
+    assert MoeConfigs(KernelConfig(32, 128, 128, 1, 4, 2), best.down) in out
+    assert all(c.up.block_size_m == c.effective_down.block_size_m == 32 for c in out)  # SGLang's rule holds

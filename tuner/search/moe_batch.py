@@ -175,6 +175,10 @@ def refine_batch_size(sweeper: BatchSweeper, plan: BatchPlan, candidates: list[M
     Why: a first pass seeds from the neighbouring batch sizes measured *before* it, so a config that wins at
     larger M (or at an M another GPU was still searching) is never tried; this pass makes the result independent
     of the order and of how the batch sizes were spread over workers."""
+    leader = fastest(list(sweeper.known.values()))
+    if leader:  # the nearest batch sizes' finalists recombined with this M's best pair
+        candidates = list(candidates) + recombined(MoeConfigs.from_key(leader[0].config_key),
+                                                   list(candidates)[:RECOMBINED])
     usable = [c for c in dict.fromkeys(candidates)
               if not c.up.use_tma and fits_device(c.up, plan.shape)
               and (c.down is None or (plan.down_configs and (plan.tma or not c.down.use_tma)
@@ -187,6 +191,26 @@ def refine_batch_size(sweeper: BatchSweeper, plan: BatchPlan, candidates: list[M
         if on_progress:
             on_progress(1)
     return _conclude(sweeper, plan, retime=True)
+
+
+RECOMBINED = 12  # finalists of the nearest batch sizes (nearest first) that are also recombined with the best pair
+
+
+def recombined(best: MoeConfigs, others: list[MoeConfigs]) -> list[MoeConfigs]:
+    """Each of `others` moved to `best`'s BLOCK_SIZE_M, its down config under `best`'s up config, and `best`'s
+    down config under its up config: a finalist of a neighbouring batch size often wins here only at this M's
+    BLOCK_SIZE_M, or as one half of a pair (the down GEMM's optimum moves less with M than the up GEMM's)."""
+    bm = best.up.block_size_m
+    best_down = best.effective_down.with_block_m(bm)
+
+    def pair(up: KernelConfig, down: KernelConfig) -> MoeConfigs:
+        return MoeConfigs(up, None if down == up else down)
+
+    out: list[MoeConfigs] = []
+    for c in others:
+        up, down = c.up.with_block_m(bm), c.effective_down.with_block_m(bm)
+        out += [pair(up, down), pair(best.up, down), pair(up, best_down)]
+    return out
 
 
 def cross_batch_candidates(db: Database, ctx: MeasurementContext, shape: MoeShape, batch_size: int,
