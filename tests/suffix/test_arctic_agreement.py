@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuner.suffix.params import SuffixParams
+from tuner.suffix_decoding.params import SuffixParams
 from tuner.suffix.replay import replay
 from tuner.suffix.synthetic import synthetic_agentic_trace
 
