@@ -42,7 +42,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests" / "workload"))
 
-from _procs import run_interruptible  # noqa: E402
+from _procs import run_interruptible
 
 MODEL = "zai-org/GLM-4.7-FP8"
 BASE_FLAGS = {"tp-size": "8", "startup-seconds": "2"}

@@ -18,13 +18,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "runtime" / "sim"))
 
-from test_sim_suffix_replay_agreement import MODEL, PARAMS, _flags, _flush, _serve  # noqa: E402
+from test_sim_suffix_replay_agreement import MODEL, PARAMS, _flags, _flush, _serve
 
-from tuner.runtime.engines import get_engine  # noqa: E402
-from tuner.runtime.launcher import launch  # noqa: E402
-from tuner.suffix.replay import replay  # noqa: E402
-from tuner.suffix.synthetic import REPETITION_LEVELS, synthetic_agentic_trace  # noqa: E402
-from tuner.suffix_decoding.traces import write_token_trace  # noqa: E402
+from tuner.runtime.engines import get_engine
+from tuner.runtime.launcher import launch
+from tuner.suffix.replay import replay
+from tuner.suffix.synthetic import REPETITION_LEVELS, synthetic_agentic_trace
+from tuner.suffix_decoding.traces import write_token_trace
 
 
 def main() -> int:

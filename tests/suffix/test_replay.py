@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tuner.suffix_decoding.params import ENGINE_DEFAULTS, SuffixParams
 from tuner.suffix.replay import replay
-from tuner.suffix_decoding.speculator import SuffixSpeculator
 from tuner.suffix.synthetic import synthetic_agentic_trace
+from tuner.suffix_decoding.params import ENGINE_DEFAULTS, SuffixParams
+from tuner.suffix_decoding.speculator import SuffixSpeculator
 from tuner.suffix_decoding.traces import TraceRequest
 
 

@@ -11,8 +11,8 @@ from tuner.runtime.sim.generation import PhraseBank, TokenGenerator
 from tuner.runtime.sim.profiles import GLM_4_7_FP8, GPU_PROFILES
 from tuner.runtime.sim.scheduler import Scheduler, SchedulerConfig, SimRequest
 from tuner.runtime.sim.speculative import GeometricSpeculator, TreeSpeculator
-from tuner.suffix_decoding.params import SuffixParams
 from tuner.runtime.sim.tokenizer import encode, make_text
+from tuner.suffix_decoding.params import SuffixParams
 
 COST = RooflineCostModel(GLM_4_7_FP8, GPU_PROFILES["H200"], 8, 2.0)
 PHRASES = PhraseBank(0)
