@@ -18,7 +18,7 @@ import platform
 import time
 
 from tuner.suffix.cost import VerifyCostModel
-from tuner.suffix.params import ENGINE_DEFAULTS
+from tuner.suffix_decoding.params import ENGINE_DEFAULTS
 from tuner.suffix.replay import replay
 from tuner.suffix.sweep import SweepGrid, sweep
 from tuner.suffix.synthetic import REPETITION_LEVELS, synthetic_agentic_trace

@@ -15,14 +15,16 @@ ALLOWED: dict[str, frozenset[str]] = {
     "kernels": BASE,
     "models": BASE | {"kernels"},  # a model's MoE shape is the kernel's shape type
     "store": BASE,
+    # SuffixDecoding's tree and speculator: shared by the simulator's SUFFIX speculation and the offline replay
+    "suffix_decoding": BASE,
     "export": BASE | {"kernels", "models"},
-    "runtime": BASE | {"models", "store"},
-    "search": BASE | {"kernels", "models", "store", "export", "runtime"},
-    "jobs": BASE | {"kernels", "models", "store", "export", "runtime", "search"},
+    "runtime": BASE | {"models", "store", "suffix_decoding"},
+    "search": BASE | {"kernels", "models", "store", "export", "runtime", "suffix_decoding"},
+    "jobs": BASE | {"kernels", "models", "store", "export", "runtime", "search", "suffix_decoding"},
     # offline suffix-decoding replay: hands its best sets to the flag search (its space and coupling rules)
-    "suffix": BASE | {"kernels", "models", "store", "export", "runtime", "search"},
+    "suffix": BASE | {"kernels", "models", "store", "export", "runtime", "search", "suffix_decoding"},
     # learning and watching workloads: reads engines' metric names, stores models, queues re-tune jobs
-    "workload": BASE | {"kernels", "models", "store", "export", "runtime", "search", "jobs"},
+    "workload": BASE | {"kernels", "models", "store", "export", "runtime", "search", "jobs", "suffix_decoding"},
 }
 TOP = frozenset({"commands", "cli", "__main__"})  # may import anything
 # Imports that break a layer rule on purpose, each with why.

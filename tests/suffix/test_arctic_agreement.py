@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuner.suffix.params import SuffixParams
 from tuner.suffix.replay import replay
 from tuner.suffix.synthetic import synthetic_agentic_trace
+from tuner.suffix_decoding.params import SuffixParams
 
 arctic = pytest.importorskip("arctic_inference.suffix_decoding")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tuner.suffix.params import ENGINE_DEFAULTS, SuffixParams
 from tuner.suffix.replay import replay
-from tuner.suffix.speculator import SuffixSpeculator
 from tuner.suffix.synthetic import synthetic_agentic_trace
-from tuner.suffix.traces import TraceRequest
+from tuner.suffix_decoding.params import ENGINE_DEFAULTS, SuffixParams
+from tuner.suffix_decoding.speculator import SuffixSpeculator
+from tuner.suffix_decoding.traces import TraceRequest
 
 
 def test_replay_is_deterministic_and_one_pass_equals_separate_passes() -> None:

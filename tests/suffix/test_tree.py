@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tuner.suffix.params import SuffixParams
-from tuner.suffix.speculator import Candidates, ParamTable, PathCandidate
-from tuner.suffix.tree import SuffixIndex
+from tuner.suffix_decoding.params import SuffixParams
+from tuner.suffix_decoding.speculator import Candidates, ParamTable, PathCandidate
+from tuner.suffix_decoding.tree import SuffixIndex
 
 
 def _index(tokens: list[int], depth: int = 64) -> SuffixIndex:

@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _requests(args: argparse.Namespace) -> tuple[list, str]:
     from tuner.suffix.synthetic import REPETITION_LEVELS, synthetic_agentic_trace
-    from tuner.suffix.traces import load_tokenizer, read_trace
+    from tuner.suffix_decoding.traces import load_tokenizer, read_trace
 
     if (args.trace is None) == (args.synthetic is None):
         raise TunerError("give a trace file or --synthetic LEVEL (one of them)")
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from tuner.suffix.cost import VerifyCostModel
     from tuner.suffix.handoff import handoff_document, narrowed_space, write_yaml
     from tuner.suffix.sweep import SweepGrid, sweep
-    from tuner.suffix.traces import write_token_trace
+    from tuner.suffix_decoding.traces import write_token_trace
 
     outputs = {flag: writable_file(path, flag) for flag, path in (
         ("--json", args.json), ("--handoff", args.handoff), ("--handoff-space", args.handoff_space),

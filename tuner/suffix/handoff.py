@@ -21,8 +21,8 @@ from tuner.runtime.engines import flags_to_argv
 from tuner.search.flags.coupling import apply_coupling
 from tuner.search.flags.space import space_from_mapping
 from tuner.suffix.cost import VerifyCostModel
-from tuner.suffix.params import DEFAULT_MAX_CACHED_REQUESTS, SuffixParams
 from tuner.suffix.sweep import RankedParams
+from tuner.suffix_decoding.params import DEFAULT_MAX_CACHED_REQUESTS, SuffixParams
 
 ALGORITHM_FLAG = "speculative-algorithm"
 FLAG_OF_FIELD = {  # SuffixParams field -> the fork's flag (engines.md)

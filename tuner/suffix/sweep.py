@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuner.suffix.cost import VerifyCostModel
-from tuner.suffix.params import DEFAULT_MAX_CACHED_REQUESTS, ENGINE_DEFAULTS, SuffixParams
 from tuner.suffix.replay import ReplayFigures, replay
-from tuner.suffix.traces import TraceRequest
+from tuner.suffix_decoding.params import DEFAULT_MAX_CACHED_REQUESTS, ENGINE_DEFAULTS, SuffixParams
+from tuner.suffix_decoding.traces import TraceRequest
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tuner.suffix.traces import TraceRequest
+from tuner.suffix_decoding.traces import TraceRequest
 
 REPETITION_LEVELS = {"low": 0.2, "medium": 0.5, "high": 0.8}
 

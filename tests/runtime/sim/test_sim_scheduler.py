@@ -11,8 +11,9 @@ from tuner.runtime.sim.cost import RooflineCostModel
 from tuner.runtime.sim.generation import PhraseBank, TokenGenerator
 from tuner.runtime.sim.profiles import GLM_4_7_FP8, GPU_PROFILES
 from tuner.runtime.sim.scheduler import Scheduler, SchedulerConfig, SimRequest, Step
-from tuner.runtime.sim.speculative import GeometricSpeculator, Speculator, SuffixParams, SuffixSpeculator
+from tuner.runtime.sim.speculative import GeometricSpeculator, Speculator, TreeSpeculator
 from tuner.runtime.sim.tokenizer import encode, make_text
+from tuner.suffix_decoding.params import SuffixParams
 
 COST = RooflineCostModel(GLM_4_7_FP8, GPU_PROFILES["H200"], 8, 2.0)
 PHRASES = PhraseBank(0)
@@ -188,7 +189,7 @@ def test_random_workloads_finish_every_request_and_leak_no_kv(seed: int) -> None
     )
     spec: Speculator | None = None
     if alg == "SUFFIX":
-        spec = SuffixSpeculator("SUFFIX", SuffixParams(num_draft_tokens=4))
+        spec = TreeSpeculator("SUFFIX", SuffixParams(num_draft_tokens=4))
     elif alg == "NEXTN":
         spec = GeometricSpeculator("NEXTN", 0.7, 3, 1, 4, 0)
     s = Scheduler(cfg, COST, spec)

@@ -10,8 +10,9 @@ from tuner.runtime.sim.cost import RooflineCostModel
 from tuner.runtime.sim.generation import PhraseBank, TokenGenerator
 from tuner.runtime.sim.profiles import GLM_4_7_FP8, GPU_PROFILES
 from tuner.runtime.sim.scheduler import Scheduler, SchedulerConfig, SimRequest
-from tuner.runtime.sim.speculative import GeometricSpeculator, SuffixParams, SuffixSpeculator
+from tuner.runtime.sim.speculative import GeometricSpeculator, TreeSpeculator
 from tuner.runtime.sim.tokenizer import encode, make_text
+from tuner.suffix_decoding.params import SuffixParams
 
 COST = RooflineCostModel(GLM_4_7_FP8, GPU_PROFILES["H200"], 8, 2.0)
 PHRASES = PhraseBank(0)
@@ -40,30 +41,30 @@ def accept_length(speculator, repeat_fraction: float, n_requests: int = 12) -> f
 
 
 def test_suffix_decoding_accepts_more_on_repetitive_text() -> None:
-    random_text = accept_length(SuffixSpeculator("SUFFIX", SUFFIX), 0.0)
-    repetitive = accept_length(SuffixSpeculator("SUFFIX", SUFFIX), 0.8)
+    random_text = accept_length(TreeSpeculator("SUFFIX", SUFFIX), 0.0)
+    repetitive = accept_length(TreeSpeculator("SUFFIX", SUFFIX), 0.8)
     assert random_text < 1.2
     assert repetitive > random_text + 1.0
 
 
 @pytest.mark.parametrize(
-    "bound", [{"max_depth": 8}, {"max_spec_factor": 0.3}, {"max_spec_offset": -3.0}, {"num_draft_tokens": 2}]
+    "bound", [{"cache_max_depth": 8}, {"max_spec_factor": 0.3}, {"max_spec_offset": -3.0}, {"num_draft_tokens": 2}]
 )
 def test_suffix_flags_bound_the_speculation(bound: dict) -> None:
-    default = accept_length(SuffixSpeculator("SUFFIX", SUFFIX), 0.8)
-    bounded = accept_length(SuffixSpeculator("SUFFIX", replace(SUFFIX, **bound)), 0.8)
+    default = accept_length(TreeSpeculator("SUFFIX", SUFFIX), 0.8)
+    bounded = accept_length(TreeSpeculator("SUFFIX", replace(SUFFIX, **bound)), 0.8)
     assert bounded < default - 0.2
 
 
 def test_a_high_min_token_prob_never_accepts_more() -> None:
-    default = accept_length(SuffixSpeculator("SUFFIX", SUFFIX), 0.5)
-    strict = accept_length(SuffixSpeculator("SUFFIX", replace(SUFFIX, min_token_prob=0.95)), 0.5)
+    default = accept_length(TreeSpeculator("SUFFIX", SUFFIX), 0.5)
+    strict = accept_length(TreeSpeculator("SUFFIX", replace(SUFFIX, min_token_prob=0.95)), 0.5)
     assert strict <= default + 1e-9
 
 
 def test_outputs_are_remembered_across_requests() -> None:
     """The same prompt twice: the second answer is drafted from the first one's cached output."""
-    spec = SuffixSpeculator("SUFFIX", SUFFIX)
+    spec = TreeSpeculator("SUFFIX", SUFFIX)
     cfg = SchedulerConfig(
         max_running_requests=8,
         max_total_num_tokens=500_000,

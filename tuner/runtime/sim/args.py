@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from tuner.runtime.sim.generation import load_recorded_responses
 from tuner.runtime.sim.profiles import (
     GPU_PROFILES,
     MODEL_PROFILES,
@@ -26,6 +27,7 @@ from tuner.runtime.sim.profiles import (
     model_profile_for_path,
 )
 from tuner.runtime.sim.speculative import ALGORITHMS, EAGLE_FAMILY
+from tuner.suffix_decoding.traces import TraceError
 
 DEFAULT_PORT = 30000
 SPEC_DEFAULT_TRIPLE = (3, 1, 4)  # num_steps, eagle_topk, num_draft_tokens when none is given
@@ -107,6 +109,7 @@ class SimServerArgs:
     seed: int
     time_scale: float
     startup_seconds: float
+    sim_response_trace: str | None = None
     spec_v2: bool = False
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -301,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=20.0,
         help="simulated weight loading time before CUDA graph capture, in real seconds (20)",
+    )
+    g.add_argument(
+        "--sim-response-trace",
+        metavar="FILE.jsonl",
+        help="answer prompts recorded in this trace (tuner suffix-replay's tokens format) with their recorded "
+        "responses, so a trace served live meets the responses its offline replay sees",
     )
     return p
 
@@ -534,9 +543,21 @@ def resolve_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         seed=seed,
         time_scale=ns.time_scale,
         startup_seconds=ns.startup_seconds,
+        sim_response_trace=_response_trace(ns.sim_response_trace),
         spec_v2=spec_v2,
         warnings=tuple(warnings),
     )
+
+
+def _response_trace(path: str | None) -> str | None:
+    """The --sim-response-trace file, read once here so a bad one stops the start with its line named."""
+    if path is None:
+        return None
+    try:
+        load_recorded_responses(path)
+    except TraceError as exc:
+        raise SimArgsError(f"--sim-response-trace: {exc}") from None
+    return path
 
 
 def _token_buckets(rule: list[str] | None, name: str) -> tuple[float, ...] | None:

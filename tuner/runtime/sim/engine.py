@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from tuner.runtime.sim.args import SimServerArgs
 from tuner.runtime.sim.cost import RooflineCostModel, default_cuda_graph_batch_sizes
-from tuner.runtime.sim.generation import PhraseBank, TokenGenerator
+from tuner.runtime.sim.generation import PhraseBank, TokenGenerator, load_recorded_responses
 from tuner.runtime.sim.memory import MemoryPlan
 from tuner.runtime.sim.metrics import SimMetrics
 from tuner.runtime.sim.profiles import GIB, lookup_gpu, lookup_model
@@ -24,10 +24,10 @@ from tuner.runtime.sim.speculative import (
     EAGLE_FAMILY,
     GeometricSpeculator,
     Speculator,
-    SuffixParams,
-    SuffixSpeculator,
+    TreeSpeculator,
     ngram_params,
 )
+from tuner.suffix_decoding.params import SuffixParams
 
 # Event-loop lateness (in simulated seconds) that the next step absorbs, like SGLang's overlap scheduler
 # hides CPU work behind the GPU; anything later is dropped instead of squeezing later steps shorter.
@@ -80,18 +80,18 @@ def build_speculator(args: SimServerArgs) -> Speculator | None:
             args.seed,
         )
     if alg == "SUFFIX":
-        return SuffixSpeculator(
+        return TreeSpeculator(
             alg,
             SuffixParams(
-                num_draft_tokens=drafts,
-                max_depth=args.speculative_suffix_cache_max_depth,
+                cache_max_depth=args.speculative_suffix_cache_max_depth,
                 max_spec_factor=args.speculative_suffix_max_spec_factor,
                 max_spec_offset=args.speculative_suffix_max_spec_offset,
                 min_token_prob=args.speculative_suffix_min_token_prob,
-                max_cached_requests=args.speculative_suffix_max_cached_requests,
+                num_draft_tokens=drafts,
             ),
+            args.speculative_suffix_max_cached_requests,
         )
-    return SuffixSpeculator(alg, ngram_params(drafts))
+    return TreeSpeculator(alg, ngram_params(drafts))
 
 
 def captured_graph_sizes(args: SimServerArgs) -> tuple[int, ...]:
@@ -140,6 +140,7 @@ class Engine:
             build_speculator(args),
         )
         self.phrases = PhraseBank(args.seed)
+        self.recorded = load_recorded_responses(args.sim_response_trace) if args.sim_response_trace else None
         self.ready = False
         self._handles: dict[str, RequestHandle] = {}
         self._wake = asyncio.Event()
@@ -185,7 +186,9 @@ class Engine:
         rid = rid or uuid.uuid4().hex
         if rid in self._handles:
             raise RequestRejected(f"Duplicate request id {rid}.")
-        generator = TokenGenerator(prompt_ids, self.args.seed, self.phrases, tool_like=tool_like)
+        recorded = self.recorded.response_for(prompt_ids) if self.recorded is not None else None
+        generator = TokenGenerator(prompt_ids, self.args.seed, self.phrases, tool_like=tool_like,
+                                   recorded=recorded or ())
         req = SimRequest(
             rid=rid,
             prompt_ids=list(prompt_ids),

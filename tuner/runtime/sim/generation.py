@@ -4,6 +4,10 @@ phrases) and is otherwise random words.
 
 Speculative acceptance is measured against this stream, so suffix decoding wins exactly where the
 text is repetitive. It must not depend on timing or on scheduling order.
+
+With --sim-response-trace, a prompt found in a recorded trace is answered with its recorded response
+first (the stream continues as above past it), so a trace served live meets the same responses as its
+offline replay.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import random
 from array import array
 from collections import deque
 from collections.abc import Sequence
+from functools import lru_cache
 from itertools import accumulate
+from pathlib import Path
 
 from tuner.runtime.sim.tokenizer import VOCAB_SIZE
+from tuner.suffix_decoding.traces import read_trace
 
 COPY_RUN_MEAN_TOKENS = 24.0
 FREE_RUN_MEAN_TOKENS = 12.0
@@ -63,18 +70,49 @@ def digest_seed(seed: int, ids: Sequence[int]) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+class RecordedResponses:
+    """Recorded responses by prompt: a trace in the `tokens` format (JSONL of `prompt_token_ids` and
+    `response_token_ids`, as `tuner suffix-replay` reads and writes). A prompt recorded twice keeps its
+    first response."""
+
+    def __init__(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> None:
+        self._by_prompt: dict[bytes, tuple[int, ...]] = {}
+        for prompt, response in pairs:
+            self._by_prompt.setdefault(_prompt_key(prompt), tuple(int(t) for t in response))
+
+    def __len__(self) -> int:
+        return len(self._by_prompt)
+
+    def response_for(self, prompt_ids: Sequence[int]) -> tuple[int, ...] | None:
+        return self._by_prompt.get(_prompt_key(prompt_ids))
+
+
+def _prompt_key(ids: Sequence[int]) -> bytes:
+    return hashlib.blake2b(",".join(map(str, ids)).encode(), digest_size=16).digest()
+
+
+@lru_cache(maxsize=4)
+def load_recorded_responses(path: str) -> RecordedResponses:
+    """The responses of a `tokens`-format trace file. Raises tuner.suffix_decoding.traces.TraceError (a
+    missing or malformed file, naming the line)."""
+    requests = read_trace(Path(path), "tokens")
+    return RecordedResponses([(r.prompt_token_ids.tolist(), r.response_token_ids.tolist()) for r in requests])
+
+
 class TokenGenerator:
-    """The token stream of one request; peek() looks ahead without consuming (for speculative checks)."""
+    """The token stream of one request; peek() looks ahead without consuming (for speculative checks).
+    `recorded`: tokens the stream starts with (a recorded response)."""
 
     def __init__(
-        self, prompt_ids: Sequence[int], seed: int, phrases: PhraseBank, tool_like: bool = False
+        self, prompt_ids: Sequence[int], seed: int, phrases: PhraseBank, tool_like: bool = False,
+        recorded: Sequence[int] = (),
     ) -> None:
         self._prompt = prompt_ids
         self._phrases = phrases
         base = prompt_repetitiveness(prompt_ids)
         self.repetitiveness = min(MAX_REPETITIVENESS, base + (TOOL_LIKE_BONUS if tool_like else 0.0))
         self._rng = random.Random(digest_seed(seed, prompt_ids))
-        self._buffer: deque[int] = deque()
+        self._buffer: deque[int] = deque(recorded)
 
     def peek(self, n: int) -> list[int]:
         self._fill(n)

@@ -206,13 +206,16 @@ class Scheduler:
         return True
 
     def flush_cache(self) -> bool:
-        """Clear the prefix cache; refused (False) while requests are queued or running."""
+        """Clear the prefix cache and the speculator's memory of earlier outputs (the SUFFIX global tree);
+        refused (False) while requests are queued or running."""
         if self.has_work():
             return False
         if self.cache:
             freed = self.cache.total_tokens
             self.cache.reset()
             self.pool.release(freed)
+        if self.speculator:
+            self.speculator.reset()
         return True
 
     # ---- KV bookkeeping -------------------------------------------------------------------------

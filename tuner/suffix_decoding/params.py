@@ -18,8 +18,8 @@ DEFAULT_MAX_CACHED_REQUESTS = 10000  # --speculative-suffix-max-cached-requests
 @dataclass(frozen=True, order=True)
 class SuffixParams:
     """`cache_max_depth` (tokens): tree depth, bounds match length plus speculation length;
-    `max_spec_factor`, `max_spec_offset` (tokens): a draft holds at most factor x match_length + offset
-    tokens; `min_token_prob`: tokens whose estimated probability is lower are not drafted;
+    `max_spec_factor`, `max_spec_offset` (tokens, may be negative): a draft holds at most
+    factor x match_length + offset tokens; `min_token_prob`: tokens whose estimated probability is lower are not drafted;
     `num_draft_tokens`: the verify width every draft is padded to (speculated tokens <= width - 1)."""
 
     cache_max_depth: int = 64
@@ -34,8 +34,8 @@ class SuffixParams:
         if self.num_draft_tokens < ROOT_TOKENS_PER_VERIFY + 1:
             raise ValueError(f"num_draft_tokens must be >= {ROOT_TOKENS_PER_VERIFY + 1}, "
                              f"got {self.num_draft_tokens}")
-        if self.max_spec_factor < 0 or self.max_spec_offset < 0:
-            raise ValueError("max_spec_factor and max_spec_offset must be >= 0")
+        if self.max_spec_factor < 0:  # the offset may be negative (the engines take any float)
+            raise ValueError(f"max_spec_factor must be >= 0, got {self.max_spec_factor}")
         if not 0.0 <= self.min_token_prob <= 1.0:
             raise ValueError(f"min_token_prob must be within [0, 1], got {self.min_token_prob}")
 

@@ -7,17 +7,22 @@ stays >= min_token_prob, for at most min(factor x m + offset, draft budget) toke
 depth); the draft with the highest score (sum of probabilities) wins, longer matches winning ties, and the
 request's tree wins ties with the global one. Many parameter sets are judged from one tree walk:
 `Candidates` holds what does not depend on them, `ParamTable.choose` applies each set's caps.
+
+`SuffixSpeculator` replays recorded requests one after another (the offline replay); `ServingSpeculator`
+drafts for requests served concurrently (the simulated engine), with the same trees and the same choice:
+served one at a time, the two agree draft for draft.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from tuner.suffix.params import DEFAULT_MAX_CACHED_REQUESTS, SuffixParams
-from tuner.suffix.tree import SuffixIndex
+from tuner.suffix_decoding.params import DEFAULT_MAX_CACHED_REQUESTS, SuffixParams
+from tuner.suffix_decoding.tree import HIDDEN, SuffixIndex
 
 _CAP_EPSILON = 1e-6  # arctic-inference adds it before truncating factor x match_length + offset
 
@@ -115,6 +120,38 @@ class ParamTable:
         return best_score, best_n, np.minimum(best_n, agreed)
 
 
+def choose_one(params: SuffixParams, candidates: Candidates) -> tuple[int, int]:
+    """`ParamTable([params]).choose(candidates)` for one set, in plain Python (a live engine drafts for one
+    set, and numpy's per-call cost dominates arrays this small): (speculated tokens, accepted tokens)."""
+    local_score, local_n, local_ok = _best_one(params, candidates.local, candidates.context_tokens)
+    global_score, global_n, global_ok = _best_one(params, candidates.global_, candidates.context_tokens)
+    return (local_n, local_ok) if local_score >= global_score else (global_n, global_ok)
+
+
+def _best_one(params: SuffixParams, paths: tuple[PathCandidate, ...], context_tokens: int,
+              ) -> tuple[float, int, int]:
+    depth, budget = params.cache_max_depth, params.max_spec_tokens
+    longest_match = min(context_tokens, depth) - 1
+    best: tuple[float, int, int] | None = None
+    for path in paths:
+        reach = -1
+        for length in range(path.match_len_lo, min(path.match_len_hi, longest_match) + 1):
+            cap = math.floor(length * params.max_spec_factor + params.max_spec_offset + _CAP_EPSILON)
+            reach = max(reach, min(cap, depth - length))
+        if reach < 0:
+            score, drafted = -math.inf, 0
+        else:
+            probs = path.probs.tolist()
+            usable = sum(1 for p in probs if p >= params.min_token_prob)
+            drafted = max(min(reach, usable, budget), 0)
+            score = sum(probs[:drafted], 0.0)
+        if best is None or score >= best[0]:  # ties: the longer match
+            best = (score, drafted, min(drafted, path.agreed_tokens))
+    if best is None or best[0] == -math.inf:
+        return 0.0, 0, 0
+    return max(best[0], 0.0), best[1], best[2]
+
+
 class SuffixSpeculator:
     """The two trees of one replay. Per request: `start_request`, `candidates(position)` for any response
     positions (the trees then hold the prompt and response[:position]), `finish_request`.
@@ -182,3 +219,101 @@ class SuffixSpeculator:
             agreed = int(differ[0]) if differ.size else compared
             out.append(PathCandidate(group.match_len_lo, group.match_len_hi, probs, agreed))
         return tuple(out)
+
+
+@dataclass
+class _Served:
+    local: SuffixIndex
+    prompt_tokens: int
+    generated: int
+    global_start: int | None  # absolute offset (buffer offset + offset_shift) of its place in the global tree
+    capacity: int
+
+
+class ServingSpeculator:
+    """One parameter set's speculation for requests served concurrently, as arctic-inference's cache: each
+    request's tree (its prompt and what it has generated so far) and the global tree (responses of earlier and
+    concurrent requests, each as far as it has been generated; `max_cached_requests` of them, oldest evicted
+    first, 0 disables it, negative keeps all). Token ids are ints >= 0; request ids any hashable key.
+
+    `start_request` (after the prefill), `add_tokens` for every token generated, `verify` before a decode
+    step, `finish_request` when done or aborted, `reset` to forget every cached response (a cache flush).
+    """
+
+    def __init__(self, params: SuffixParams, max_cached_requests: int = DEFAULT_MAX_CACHED_REQUESTS, *,
+                 max_cached_tokens: int | None = None) -> None:
+        self.params = params
+        self.max_cached_requests = max_cached_requests
+        self.max_cached_tokens = max_cached_tokens  # a memory bound on the global tree as well (tokens)
+        self._table = ParamTable([params])
+        self._global = SuffixIndex(params.cache_max_depth)
+        self._served: dict[object, _Served] = {}
+
+    @property
+    def cached_responses(self) -> int:
+        return self._global.sequence_count
+
+    def reset(self) -> None:
+        """Forget every cached response (requests being served keep their own trees, and no longer feed
+        the global one)."""
+        self._global = SuffixIndex(self.params.cache_max_depth)
+        for served in self._served.values():
+            served.global_start = None
+
+    def is_serving(self, rid: object) -> bool:
+        return rid in self._served
+
+    def response_tokens(self, rid: object) -> int:
+        """Tokens added to the request's response so far. Raises KeyError for a request not served."""
+        return self._served[rid].generated
+
+    def start_request(self, rid: object, prompt_ids: Sequence[int], max_response_tokens: int) -> None:
+        """A request whose response will hold at most `max_response_tokens` tokens. Raises ValueError for a
+        request id already being served."""
+        if rid in self._served:
+            raise ValueError(f"request {rid!r} is already being served")
+        prompt = np.asarray(prompt_ids, dtype=np.int32)
+        capacity = max(0, int(max_response_tokens))
+        local = SuffixIndex(self.params.cache_max_depth)
+        local.add_sequence(np.concatenate((prompt, np.full(capacity, HIDDEN, dtype=np.int32))),
+                           index_tokens=int(prompt.size))
+        global_start = None
+        if self.max_cached_requests != 0:
+            global_start = self._global.add_sequence(np.full(capacity, HIDDEN, dtype=np.int32))
+            global_start += self._global.offset_shift
+            while (0 <= self.max_cached_requests < self._global.sequence_count
+                   or (self.max_cached_tokens is not None and self._global.sequence_count > 1
+                       and self._global.live_token_count > self.max_cached_tokens)):
+                self._global.evict_oldest()
+        self._served[rid] = _Served(local, int(prompt.size), 0, global_start, capacity)
+
+    def add_tokens(self, rid: object, token_ids: Sequence[int]) -> None:
+        """Tokens the request generated (appended to its response in both trees). Raises KeyError for a
+        request not being served, ValueError past its `max_response_tokens`."""
+        served = self._served[rid]
+        tokens = np.asarray(token_ids, dtype=np.int32)
+        if served.generated + tokens.size > served.capacity:
+            raise ValueError(f"request {rid!r}: more than its {served.capacity} response tokens")
+        served.local.reveal(served.prompt_tokens + served.generated, tokens)
+        if served.global_start is not None:
+            self._global.reveal(served.global_start - self._global.offset_shift + served.generated, tokens)
+        served.generated += int(tokens.size)
+
+    def verify(self, rid: object, next_tokens: Sequence[int]) -> tuple[int, int]:
+        """The draft for the request's next tokens, checked against what the model produces next
+        (`next_tokens`: the tokens a greedy verify pass compares the draft with; fewer than the draft near
+        the end of a response): (speculated tokens, how many of them lead the draft and equal
+        `next_tokens`)."""
+        served = self._served[rid]
+        end = served.prompt_tokens + served.generated
+        sequence = served.local.tokens(max(0, end - self._table.max_depth), end)
+        future = np.asarray(next_tokens[:self.params.max_spec_tokens], dtype=np.int32)
+        local = SuffixSpeculator._paths(served.local, sequence, end, future, self._table)
+        global_: tuple[PathCandidate, ...] = ()
+        if served.global_start is not None:
+            global_ = SuffixSpeculator._paths(self._global, sequence, self._global.size, future, self._table)
+        return choose_one(self.params, Candidates(end, local, global_))
+
+    def finish_request(self, rid: object) -> None:
+        """The request is done (or aborted): its tree is dropped, its response stays in the global tree."""
+        self._served.pop(rid, None)

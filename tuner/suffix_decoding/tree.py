@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 SEPARATOR = -1  # written after each sequence: never equal to a token, so no match crosses two sequences
+HIDDEN = -2  # a reserved place of a sequence still being generated (see `reveal`); like SEPARATOR, never matched
 _DIRECT_MATCH_ROWS = 64  # at or below this many occurrences, the remaining match lengths are found at once
+_FEW_MATCH_ROWS = 8  # at or below this many, one occurrence at a time
 _MIN_UNINDEXED_TOKENS = 4096  # the unindexed tail is scanned linearly; re-sort once it outgrows this ...
 _UNINDEXED_SHARE = 0.125  # ... and this share of the indexed tokens
 
@@ -35,7 +37,9 @@ class SuffixIndex:
 
     Sequences are added at the end and evicted from the front (FIFO, as arctic-inference evicts cached
     responses); evicted tokens are dropped from memory once they outnumber the live ones. Positions are
-    buffer offsets; `visible_end` in queries hides tokens at or past it (a response's future).
+    buffer offsets (`offset_shift` counts how far compaction moved them); `visible_end` in queries hides
+    tokens at or past it (a response's future). Sequences served concurrently are added as HIDDEN places and
+    revealed token by token (`reveal`), so several of them grow at once and none shows its future.
     """
 
     def __init__(self, max_depth: int) -> None:
@@ -49,6 +53,9 @@ class SuffixIndex:
         self._indexed_end = 0
         self._sorted_tokens = np.empty(0, dtype=np.int32)
         self._sorted_positions = np.empty(0, dtype=np.int64)
+        self._late: list[int] = []  # revealed positions below _indexed_end (sorted under HIDDEN, not their token)
+        self._late_array: np.ndarray | None = None  # _late as an array, rebuilt when it grew
+        self.offset_shift = 0  # positions compaction has subtracted so far
 
     # ---- contents ---------------------------------------------------------------------------------
     @property
@@ -65,16 +72,30 @@ class SuffixIndex:
         return int(self._buf.size)
 
     @property
+    def live_start(self) -> int:
+        """Buffer offset of the oldest live sequence's first token."""
+        return self._live_start
+
+    @property
+    def size(self) -> int:
+        """Buffer offset one past the newest sequence's separator."""
+        return self._size
+
+    @property
     def last_start(self) -> int:
         """Buffer offset of the newest sequence's first token."""
         return self._starts[-1]
+
+    def tokens(self, start: int, end: int) -> np.ndarray:
+        """A copy of the buffer's tokens at offsets start..end-1."""
+        return self._buf[start:end].copy()
 
     def add_sequence(self, tokens: np.ndarray, index_tokens: int | None = None) -> int:
         """Append a sequence (1-D int array of token ids >= 0); returns its start offset. `index_tokens`:
         how many of its leading tokens to sort into the index now (default none: they are scanned until the
         next re-sort); a long prompt is worth indexing, a response visible one token at a time is not."""
-        if self._size - self._indexed_end > max(_MIN_UNINDEXED_TOKENS,
-                                                _UNINDEXED_SHARE * (self._indexed_end - self._live_start)):
+        threshold = max(_MIN_UNINDEXED_TOKENS, _UNINDEXED_SHARE * (self._indexed_end - self._live_start))
+        if self._size - self._indexed_end > threshold or len(self._late) > threshold:
             self._reindex(self._size)
         n = int(tokens.size)
         self._reserve(n + 1)
@@ -86,6 +107,21 @@ class SuffixIndex:
         if index_tokens:
             self._reindex(start + min(index_tokens, n))
         return start
+
+    def reveal(self, position: int, tokens: np.ndarray) -> None:
+        """Write `tokens` (token ids >= 0) over HIDDEN places from buffer offset `position` on; places
+        already evicted are skipped. Raises ValueError past the sequence's reserved places."""
+        n = int(tokens.size)
+        if n == 0 or position + n <= self._live_start:
+            return
+        if position < self._live_start:
+            tokens, position = tokens[self._live_start - position:], self._live_start
+            n = int(tokens.size)
+        if position + n > self._size or (self._buf[position:position + n] != HIDDEN).any():
+            raise ValueError(f"reveal of {n} tokens at {position}: not reserved HIDDEN places")
+        self._buf[position:position + n] = tokens
+        if position < self._indexed_end:
+            self._late.extend(range(position, min(position + n, self._indexed_end)))
 
     def evict_oldest(self) -> None:
         """Forget the oldest sequence: its occurrences no longer count."""
@@ -109,6 +145,7 @@ class SuffixIndex:
         self._buf[:live.size] = live
         self._size = live.size
         self._starts = [s - shift for s in self._starts]
+        self.offset_shift += shift
         self._live_start = 0
         self._indexed_end = 0
         self._reindex(self._size)
@@ -119,6 +156,7 @@ class SuffixIndex:
         self._sorted_tokens = tokens[order]
         self._sorted_positions = order.astype(np.int64) + self._live_start
         self._indexed_end = end
+        self._late = []  # every revealed place below `end` is sorted under its token now
 
     # ---- queries ----------------------------------------------------------------------------------
     def occurrences(self, token: int, visible_end: int) -> np.ndarray:
@@ -131,6 +169,14 @@ class SuffixIndex:
             indexed = indexed[np.searchsorted(indexed, self._live_start):]
         if indexed.size and indexed[-1] >= visible_end:
             indexed = indexed[:np.searchsorted(indexed, visible_end)]
+        if self._late:
+            if self._late_array is None or self._late_array.size != len(self._late):
+                self._late_array = np.asarray(self._late, dtype=np.int64)
+            late = self._late_array
+            late = late[(late >= self._live_start) & (late < visible_end)]
+            late = late[self._buf[late] == token]
+            if late.size:
+                indexed = np.sort(np.concatenate((indexed, late)))
         tail_start = max(self._indexed_end, self._live_start)
         if visible_end <= tail_start:
             return indexed
@@ -166,6 +212,21 @@ class SuffixIndex:
             groups.append(MatchGroup(group_lo, m, ends))
             return groups
         # ... a few occurrences get all their match lengths at once: compare them leftwards with the context.
+        if ends.size <= _FEW_MATCH_ROWS:  # one slice comparison each (cheaper than the matrix below)
+            reversed_context = context[::-1]
+            lengths = []
+            for end in ends.tolist():
+                lo = max(live, end - max_len + 1)
+                if lo > end - m:
+                    lengths.append(m)
+                    continue
+                differ = np.flatnonzero(buf[lo:end - m + 1][::-1] != reversed_context[m:m + end - m + 1 - lo])
+                lengths.append(m + (int(differ[0]) if differ.size else end - m + 1 - lo))
+            for length in sorted(set(lengths)):
+                groups.append(MatchGroup(group_lo, length,
+                                         ends if length == min(lengths) else ends[np.asarray(lengths) >= length]))
+                group_lo = length + 1
+            return groups
         offsets = np.arange(m, max_len, dtype=np.int64)
         before = ends[:, None] - offsets[None, :]
         wanted = context[::-1][offsets]  # context[-k - 1] for each offset k
@@ -193,7 +254,7 @@ class SuffixIndex:
             if alive.size == 1:  # one occurrence left: its continuation, at an unchanged probability
                 first = int(alive[0]) + 1
                 seg = buf[first:min(visible_end, first + max_tokens - len(out_tokens))]
-                stop = np.flatnonzero(seg == SEPARATOR)
+                stop = np.flatnonzero(seg < 0)  # SEPARATOR or HIDDEN
                 if stop.size:
                     seg = seg[:stop[0]]
                 out_tokens.extend(seg.tolist())
@@ -204,7 +265,7 @@ class SuffixIndex:
             if nxt.size == 0:
                 break
             following = buf[nxt]
-            usable = following != SEPARATOR
+            usable = following >= 0  # neither SEPARATOR nor HIDDEN
             if not usable.all():
                 nxt, following = nxt[usable], following[usable]
                 if nxt.size == 0:
