@@ -67,9 +67,10 @@ def _load_builtins() -> None:
     if _BUILTINS_LOADED:
         return
     _BUILTINS_LOADED = True
+    from tuner.jobs.flag_search import FlagSearchKind
     from tuner.jobs.kernel_sweep import KernelSweepKind
 
-    for kind in (KernelSweepKind(),):
+    for kind in (KernelSweepKind(), FlagSearchKind()):
         _KINDS.setdefault(kind.name, kind)
 
 
