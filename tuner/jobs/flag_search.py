@@ -156,15 +156,14 @@ def result_of(database_url: str, job: units.JobRecord) -> FlagSearchResult | Non
         db.dispose()
     if record is None or progress.done == 0:
         return None
-    stored = record.result or {}
-    best = stored.get("best") if isinstance(stored.get("best"), dict) else None
-    base = stored.get("baseline") if isinstance(stored.get("baseline"), dict) else None
-    gain = stored.get("gain") if isinstance(stored.get("gain"), dict) else None
+    stored: dict[str, Any] = dict(record.result or {})
+    best: dict[str, Any] = stored.get("best") if isinstance(stored.get("best"), dict) else {}  # type: ignore[assignment]
+    base: dict[str, Any] = stored.get("baseline") if isinstance(stored.get("baseline"), dict) else {}  # type: ignore[assignment]
+    gain: dict[str, Any] = stored.get("gain") if isinstance(stored.get("gain"), dict) else {}  # type: ignore[assignment]
     return FlagSearchResult(
         job.id, progress.job.state, record.name, record.engine, record.model, record.gpu, progress.done,
-        progress.total, best["trial"] if best else None, dict(best["flags"]) if best else None,  # type: ignore[arg-type,index]
-        dict(best["env"]) if best else None, best["median"] if best else None,  # type: ignore[arg-type,index]
-        base["median"] if base else None, gain["ratio"] if gain else None)  # type: ignore[index]
+        progress.total, best.get("trial"), dict(best["flags"]) if best else None,
+        dict(best["env"]) if best else None, best.get("median"), base.get("median"), gain.get("ratio"))
 
 
 class FlagSearchKind:

@@ -233,7 +233,7 @@ def test_tuner_export_writes_the_flag_study_for_deployment(searched, tmp_path, c
 def test_the_search_ran_as_a_job_of_one_unit_per_launch(searched):
     from tuner.jobs import kinds, units
 
-    rc, tmp, db = searched
+    _, tmp, db = searched
     (job,) = units.list_jobs(db)
     assert job.kind == "flag_search:sim" and job.state == "finished" and job.in_order
     keys = [u.key for u in units.list_units(db, job.id)]
