@@ -159,10 +159,13 @@ def test_an_adaptive_sweep_of_several_batch_sizes_plans_a_second_pass_after_ever
 
     shape = MoeShape(161, 192, 5120, 9, Quant.FP8_PER_CHANNEL)
     spec = SweepSpec("GLM-4.7-FP8", 8, 1, True, shape, batch_sizes=(1, 64, 4096))
-    planned = sweep_units(spec)
-    assert [(k, s) for k, _, s in planned] == [("M=1", 0), ("M=64", 0), ("M=4096", 0), ("refine M=1", 1),
-                                               ("refine M=64", 1), ("refine M=4096", 1)]
-    assert planned[3][1] == {"batch_size": 1, "phase": "refine"}
+    planned = sweep_units([spec])
+    assert [(k, s) for k, _, s in planned] == [("M=1", 0), ("M=64", 0), ("M=4096", 0), ("second pass M=1", 1),
+                                               ("second pass M=64", 1), ("second pass M=4096", 1)]
+    assert planned[3][1] == {"sweep": 0, "batch_size": 1, "phase": "refine"}
     # one batch size, or the exhaustive strategy (it measured everything already): no second pass
-    assert len(sweep_units(SweepSpec("m", 8, 1, True, shape, batch_sizes=(64,)))) == 1
-    assert len(sweep_units(SweepSpec("m", 8, 1, True, shape, batch_sizes=(1, 64), strategy="exhaustive"))) == 2
+    assert len(sweep_units([SweepSpec("m", 8, 1, True, shape, batch_sizes=(64,))])) == 1
+    assert len(sweep_units([SweepSpec("m", 8, 1, True, shape, batch_sizes=(1, 64), strategy="exhaustive")])) == 2
+    # several sweeps in one job: every first pass comes before any second pass
+    two = sweep_units([spec, SweepSpec("m", 8, 1, True, shape, batch_sizes=(1, 2), kernel="fused_moe")])
+    assert [s for _, _, s in two] == [0] * 5 + [1] * 5
