@@ -207,3 +207,23 @@ def test_the_interpreter_check_runs_as_a_user_starts_it(tmp_path):
                            "--interpret"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.rstrip().endswith("all configs correct")
+
+
+def test_a_sweep_whose_units_failed_says_which_and_exits_non_zero(tmp_path, capsys):
+    from tuner.commands.kernel_sweep import _report_failed_units
+    from tuner.jobs import units
+    from tuner.store.db import open_database
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    db = open_database(url)
+    job = units.create_job(db, "kernel_sweep:Fake GPU", {"s": 1}, [("M=1", {}), ("M=2", {}), ("M=4", {})])
+    for worker in ("w1", "w2"):
+        claim = units.claim_unit(db, worker)
+        units.fail(db, claim.unit.id, worker, "BrokenProcessPool: A child process terminated abruptly\ntraceback")
+    claim = units.claim_unit(db, "w3")
+    units.complete(db, claim.unit.id, "w3", {})
+    db.dispose()
+    assert _report_failed_units(url, job.id) == 1
+    out = capsys.readouterr().out
+    assert "2 unit(s) failed (M=1, M=2): BrokenProcessPool: A child process terminated abruptly\n" in out
+    assert "re-run the same command to retry them" in out and "traceback" not in out

@@ -46,11 +46,13 @@ def _request(**over):  # type: ignore[no-untyped-def]
                                  "device_name": "NVIDIA H200", **over})
 
 
-def test_submitting_a_sweep_plans_one_unit_per_batch_size_and_again_finds_the_same_job(db, db_url):  # type: ignore[no-untyped-def]
+def test_submitting_a_sweep_plans_a_search_and_a_second_pass_per_batch_size_and_again_finds_the_same_job(db, db_url):  # type: ignore[no-untyped-def]
     kind = kinds.get_kind("kernel_sweep")
     job = kind.submit(db_url, _request())
     assert job.kind == "kernel_sweep:NVIDIA H200"
-    assert [u.key for u in units.list_units(db, job.id)] == ["M=1", "M=64", "M=4096"]
+    planned = units.list_units(db, job.id)
+    assert [(u.key, u.stage) for u in planned] == [("M=1", 0), ("M=64", 0), ("M=4096", 0), ("second pass M=1", 1),
+                                                   ("second pass M=64", 1), ("second pass M=4096", 1)]
     assert kind.submit(db_url, _request()).id == job.id  # a re-run resumes the same job
     assert kind.submit(db_url, _request(budget=8)).id != job.id
     # --kernel all on a block-FP8 model: the MoE and each dense GEMM shape, one job, units named by sweep

@@ -67,7 +67,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print_exported(export_latest(settings, model=plan.specs[0].model, tp=request.tp, ep=request.ep,
                                      out_dir=args.export, formats=args.format, force=args.force,
                                      shape_keys=[s.shape.key for s in plan.specs]))
-    return 0
+    return _report_failed_units(url, job.id)
+
+
+def _report_failed_units(url: str, job_id: int) -> int:
+    """1 and one line per distinct error when units of the job failed (their batch sizes have no result), else 0."""
+    from tuner.jobs import units
+    from tuner.store.db import open_database
+
+    db = open_database(url)
+    try:
+        failed = units.list_units(db, job_id, states=("failed",))
+    finally:
+        db.dispose()
+    if not failed:
+        return 0
+    errors: dict[str, list[str]] = {}
+    for unit in failed:
+        errors.setdefault((unit.error or "unknown error").splitlines()[0], []).append(unit.key)
+    for error, keys in errors.items():
+        print(f"error: {len(keys)} unit(s) failed ({', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}): {error}")
+    print(f"{len(failed)} unit(s) of job #{job_id} failed; re-run the same command to retry them")
+    return 1
 
 
 def _local_device_name() -> str | None:
