@@ -179,4 +179,5 @@ def test_unique_prefixes_are_accepted_as_sglang_does():
 def test_the_engine_dumps_its_surface_for_the_tuner():
     surface = read_flag_surface(get_engine("sim"))
     assert surface.label() == "sim 0.5.23" and surface.typed
-    assert set(surface.specs) == set(SGLANG_0523.specs) - {"config"}  # --config is expanded by the sim
+    # --config is expanded by the sim; its own user flags come on top
+    assert set(surface.specs) == set(SGLANG_0523.specs) - {"config"} | {"sim-model-profile", "startup-seconds"}

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tuner.errors import TunerError
 from tuner.runtime.engines.base import FlagValue, parse_help_flags
 from tuner.runtime.engines.sglang import SGLangEngine
 
+# Beyond this, the simulator's event loop stretched modelled time enough to bias latencies: the measurement
+# is re-run at a lower --time-scale or marked.
+SIM_LAG_LIMIT = 0.05
 SIM_OWN_FLAGS = frozenset({"gpu", "time-scale", "seed", "sim-sglang"})
 
 
@@ -47,3 +51,21 @@ class SimEngine(SGLangEngine):
 
     def parse_supported_flags(self, help_text: str) -> set[str]:
         return parse_help_flags(help_text) - SIM_OWN_FLAGS
+
+
+def sim_lag_fraction(server_info: Mapping[str, Any] | None) -> float | None:
+    """How much longer the simulator's steps ran than modelled over its life (0.08: 8%), from /server_info's
+    internal_states (the largest over ranks); None when it does not say (not the simulator)."""
+    if not server_info:
+        return None
+    states = server_info.get("internal_states")
+    rows = states if isinstance(states, list) else [states] if isinstance(states, Mapping) else []
+    values = [float(r["sim_lag_fraction"]) for r in rows
+              if isinstance(r, Mapping) and isinstance(r.get("sim_lag_fraction"), (int, float))]
+    return max(values) if values else None
+
+
+def lag_note(lag: float, time_scale: float) -> str:
+    """One line for a measurement the simulator could not keep up with."""
+    return (f"the simulator ran {lag:.0%} behind its model at --time-scale {time_scale:g} (limit "
+            f"{SIM_LAG_LIMIT:.0%}): latencies are inflated; lower --time-scale or the load")

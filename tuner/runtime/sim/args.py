@@ -41,9 +41,9 @@ KV_DTYPE_BYTES = {"auto": 2.0, "bf16": 2.0, "bfloat16": 2.0, "fp8_e4m3": 1.0, "f
 KV_DTYPE_BYTES_0523 = {**KV_DTYPE_BYTES, "mxfp8": 1.03125, "nvfp4": 0.5625, "fp4_mx_block16": 0.5625}
 SGLANG_SURFACES = ("0.5.23", "seed")
 DEFAULT_SGLANG_SURFACE = "0.5.23"
-# the simulator's own flags (set by the tuner's SimEngine, never by a user's flag mapping)
-SIM_ONLY_FLAGS = frozenset({"gpu", "sim-model-profile", "seed", "time-scale", "startup-seconds", "sim-sglang",
-                            "dump-flag-surface"})
+# the simulator's own flags that the tuner's SimEngine sets (so not in the surface users' flags are checked
+# against); --sim-model-profile and --startup-seconds stay user flags
+SIM_ONLY_FLAGS = frozenset({"gpu", "seed", "time-scale", "sim-sglang", "dump-flag-surface"})
 SCHEDULE_POLICIES = ("fcfs", "lpm", "random", "dfs-weight", "lof")
 
 
