@@ -22,9 +22,10 @@ DEMO_SEARCH: dict[str, Any] = {
     "slo": "ttft_p99<=2s,tpot_p99<=25ms",
     "workload": "random", "input_len": 512, "output_len": 32,
     "trials": 7, "repeats": 3, "top_k": 1,
-    # closed loop: N requests in flight; the search finds the largest N that meets the SLOs
-    "load_search": "concurrency", "requests_per_step": 8, "max_load_steps": 3, "rate_min": 4.0,
-    "rate_max": 32.0,
+    # closed loop: N requests in flight; the search finds the largest N that meets the SLOs. At least 32
+    # requests per step, so a step is a steady state rather than one wave (8 gave spreads of +-50%)
+    "load_search": "concurrency", "requests_per_step": 32, "max_load_steps": 3, "rate_min": 4.0,
+    "rate_max": 48.0,
     "study": DEMO_STUDY,
 }
 
