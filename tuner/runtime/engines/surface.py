@@ -12,7 +12,7 @@ import ast
 import difflib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -277,9 +277,6 @@ def value_problem(spec: FlagSpec, value: Any, ranges: Mapping[str, Range] | None
     return None
 
 
-def sequence_of(value: Any) -> Sequence[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
 
 # ---- knobs: one setting under each version's spelling -----------------------------------------------------
 
@@ -293,8 +290,8 @@ class Knob:
 
 
 # A deprecated flag whose current form is other flags: (value, all flags given, surface) -> replacement flags,
-# or None when the surface still takes the flag as it is (an older engine).
-Rewrite = Any  # Callable[[Any, Mapping[str, Any], FlagSurface], dict[str, Any] | None]
+# None when the surface still takes the flag as it is (an older engine), or a one-line problem.
+Rewrite = Callable[[Any, Mapping[str, Any], FlagSurface], "dict[str, Any] | str | None"]
 
 
 def _head(key: str) -> tuple[str, str]:
