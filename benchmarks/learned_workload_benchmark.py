@@ -15,8 +15,7 @@ flag-search studies resume from the database):
    synthetic workload (random, 1024 prompt / 128 output tokens).
 4. measure: `tuner bench` under the production-like workload itself (new prompts: other seeds) at its
    production rate and at 1.5x it, for the engine defaults and both winners, --repeats times each,
-   interleaved (rates and SLOs converted to the wall clock `tuner bench` uses at --time-scale, goodput back
-   to engine time); goodput (output tok/s of requests meeting every SLO) and SLO attainment (share of requests
+   interleaved (`tuner bench --time-scale` takes rates and SLOs and reports figures in engine time); goodput (output tok/s of requests meeting every SLO) and SLO attainment (share of requests
    meeting every SLO), mean and min..max over the repeats.
 
 Docs: docs/benchmarks/learned-workload.md.
@@ -201,15 +200,15 @@ def measure(args: argparse.Namespace, work: Path, configs: dict[str, dict[str, A
                                    "--output-len", str(args.output_len), "--prefix-fraction",
                                    str(args.prefix_fraction), "--num-groups", str(args.num_groups),
                                    "--num-prompts", str(args.measure_requests),
-                                   "--request-rate", str(args.production_rate * factor * args.time_scale),
-                                   "--seed", str(1000 + repeat), "--slo", _wall_slo(args.slo, args.time_scale),
+                                   "--request-rate", str(args.production_rate * factor),
+                                   "--seed", str(1000 + repeat), "--slo", args.slo,
                                    "--time-scale", str(args.time_scale), "--json", str(out)]
                 for k, v in {**BASE_FLAGS, **flags}.items():
                     argv += ["--flag", f"{k}={v}"]
                 _run(argv, 600)
                 client = json.loads(out.read_text())["client"]
                 row = {"config": name, "load": load, "repeat": repeat,
-                       "goodput_tok_s": client["goodput_output_tok_s"] / args.time_scale, "slo_attainment": client["slo_attainment"],
+                       "goodput_tok_s": client["goodput_output_tok_s"], "slo_attainment": client["slo_attainment"],
                        "completed": client["completed"], "failed": client["failed"]}
                 rows.append(row)
                 with open(rows_path, "a") as f:
@@ -217,14 +216,6 @@ def measure(args: argparse.Namespace, work: Path, configs: dict[str, dict[str, A
                 print(f"  {name:<22} {load:<10} repeat {repeat}: goodput {row['goodput_tok_s']:.0f} tok/s, "
                       f"SLO attainment {row['slo_attainment']:.1%}", flush=True)
     return rows
-
-
-def _wall_slo(slo: str, time_scale: float) -> str:
-    """`tuner bench --time-scale` sends rates and judges SLOs on the wall clock (issue #11, point 5), unlike
-    flag-search: the SLOs in wall seconds, e.g. ttft_p99<=3s at time scale 10 -> ttft_p99<=0.3s."""
-    from tuner.search.flags.objective import parse_slo_text
-
-    return ",".join(f"{s.metric}_{s.stat}<={s.limit_s / time_scale:g}s" for s in parse_slo_text(slo))
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

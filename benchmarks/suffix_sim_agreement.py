@@ -37,7 +37,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "trace.jsonl"
         write_token_trace(path, [r for t in traces.values() for r in t])
-        sim = get_engine("sim", time_scale=20)
+        sim = get_engine("sim", time_scale=20, sglang="seed")  # SUFFIX exists only in the seeds' SGLang forks
         t0 = time.perf_counter()
         with launch(sim, MODEL, _flags(path), log_dir=Path(folder), ready_timeout_s=60) as engine:
             for level, trace in traces.items():

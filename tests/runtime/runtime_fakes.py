@@ -10,6 +10,7 @@ from typing import Any
 
 from tuner.runtime.engines.base import FlagValue, MetricNames, MetricsView, flags_to_argv, parse_help_flags
 from tuner.runtime.engines.sglang import SGLANG_METRICS
+from tuner.runtime.engines.surface import FlagSurface, map_flags
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 
@@ -38,6 +39,15 @@ class FakeEngine:
 
     def parse_supported_flags(self, help_text: str) -> set[str]:
         return parse_help_flags(help_text)
+
+    def surface_argv(self) -> list[str] | None:
+        return None
+
+    def parse_surface(self, text: str) -> FlagSurface:
+        raise NotImplementedError
+
+    def map_flags(self, flags: Mapping[str, FlagValue], surface: FlagSurface) -> dict[str, FlagValue]:
+        return map_flags(flags, surface)
 
     def spec_accept_length(self, engine_metrics_delta: MetricsView | None,
                            server_info: Mapping[str, Any] | None) -> float | None:

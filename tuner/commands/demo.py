@@ -1,22 +1,15 @@
-"""`tuner demo`: the main job on the embedded defaults — a short SLO-driven flag search of GLM-4.7-FP8 TP8 on
-the simulated H200 engine, stored in the default SQLite database. A thin preset over `tuner flag-search`."""
+"""`tuner demo`: the main job on the embedded defaults: the demo flag search (tuner/search/flags/demo.py) of
+GLM-4.7-FP8 TP8 on the simulated H200 engine, stored in the default SQLite database. A thin preset over
+`tuner flag-search`."""
 
 from __future__ import annotations
 
 import argparse
 
+from tuner.search.flags.demo import demo_argv
 from tuner.settings import Settings
 
-DEMO_FLAG_SEARCH_ARGS: tuple[str, ...] = (
-    "--engine", "sim", "--model", "zai-org/GLM-4.7-FP8", "--base-flag", "tp-size=8",
-    "--sim-gpu", "H200", "--time-scale", "8",
-    "--preset", "sglang",
-    "--slo", "ttft_p99<=2s,tpot_p99<=50ms",
-    "--workload", "random", "--input-len", "4096", "--output-len", "256",
-    "--trials", "10", "--repeats", "3", "--top-k", "1",
-    "--requests-per-step", "24", "--max-load-steps", "3", "--rate-min", "1", "--rate-max", "24",
-    "--study", "demo-glm47-fp8-tp8-h200",
-)
+DEMO_FLAG_SEARCH_ARGS: tuple[str, ...] = tuple(demo_argv())
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -112,6 +112,9 @@ class ServingRequest:
     request_timeout: float = option(600.0, group="sending", help="seconds per request (default 600)")
     seed: int = option(0, group="sending", help="seeds prompts and arrivals (flag search: the sampler too)")
     sim_gpu: str = option("H200", group="engine", help="sim: GPU to simulate (default H200)")
+    sim_sglang: str = option("0.5.23", choices=("0.5.23", "seed"), group="engine",
+                             help="sim: SGLang flag surface to mimic: 0.5.23 (default) or seed (older "
+                                  "spelling, with the forks' SUFFIX flags)")
     time_scale: float = option(1.0, group="engine",
                                help="sim: run this many times faster; SLOs and rates stay in engine time")
     engine_python: str | None = option(None, group="engine",
@@ -133,7 +136,8 @@ class ServingRequest:
     def engine_options(self) -> dict[str, Any]:
         """The engine adapter's constructor options."""
         if self.engine == "sim":
-            return {"gpu": self.sim_gpu, "time_scale": self.time_scale, "seed": self.seed}
+            options = {"gpu": self.sim_gpu, "time_scale": self.time_scale, "seed": self.seed}
+            return {**options, "sglang": self.sim_sglang} if self.sim_sglang != "0.5.23" else options
         if self.engine == "sglang" and self.engine_python:
             return {"python": self.engine_python}
         if self.engine == "vllm":
@@ -308,11 +312,11 @@ class FlagSearchRequest(ServingRequest):
         """(StudyConfig, TrialSettings) of this search. Unless --no-check-flags, every flag the space can set
         must be one the engine lists (read from its --help) before anything is launched."""
         from tuner.runtime.engines import get_engine
-        from tuner.runtime.launcher import read_supported_flags
+        from tuner.runtime.launcher import read_flag_surface
         from tuner.runtime.loadgen.client import LoadOptions
         from tuner.search.flags.load_search import LoadSearchConfig
         from tuner.search.flags.objective import Objective, parse_slo_text
-        from tuner.search.flags.space import check_supported
+        from tuner.search.flags.space import check_engine_accepts
         from tuner.search.flags.study import StudyConfig
         from tuner.search.flags.trial import TrialSettings
 
@@ -323,7 +327,8 @@ class FlagSearchRequest(ServingRequest):
             tolerance=self.load_tolerance, reference_step=self.objective == "pareto",
             early_stop=not self.no_early_stop)
         if not self.no_check_flags:
-            check_supported(space, read_supported_flags(get_engine(self.engine, **self.engine_options)))
+            engine = get_engine(self.engine, **self.engine_options)
+            check_engine_accepts(space, engine, read_flag_surface(engine))
         make = self.workload_for(settings)
         workload = {k: v for k, v in make(1).describe().items()
                     if k not in ("num_prompts", "num_sessions", "max_requests")}

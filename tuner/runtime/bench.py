@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import DatabaseError
-from tuner.runtime.compare import Comparison, EngineFigures, compare, engine_figures
+from tuner.runtime.compare import Comparison, EngineFigures, compare, engine_figures, figures_in_engine_time
 from tuner.runtime.engines import get_engine, normalize_flag
 from tuner.runtime.engines.base import FlagValue
-from tuner.runtime.loadgen.arrivals import Arrivals
+from tuner.runtime.engines.sim import SIM_LAG_LIMIT, lag_note, sim_lag_fraction
+from tuner.runtime.loadgen.arrivals import Arrivals, PoissonArrivals, TraceArrivals
 from tuner.runtime.loadgen.client import LoadOptions, run_load_sync
-from tuner.runtime.loadgen.summary import ClientSummary, Slo, summarize
+from tuner.runtime.loadgen.summary import ClientSummary, Slo, in_engine_time, summarize
 from tuner.runtime.loadgen.workloads import Workload
 from tuner.runtime.scraper import Delta, GaugeSampler, GaugeStat, delta
 from tuner.runtime.session import STAGES as SESSION_STAGES
@@ -53,6 +54,23 @@ class BenchSpec:
     check_flags: bool = True  # read the engine's --help and reject unknown flags before launching
     gauge_interval_s: float = 0.5
     teardown_grace_s: float = 15.0
+
+    @property
+    def time_scale(self) -> float:
+        """How many times faster than real time the engine runs (the simulator's --time-scale; else 1).
+        Rates, durations, SLOs and every reported figure are in engine time."""
+        return float(self.engine_options.get("time_scale", 1.0)) if self.engine == "sim" else 1.0
+
+
+def wall_arrivals(arrivals: Arrivals, scale: float) -> Arrivals:
+    """Arrivals in engine time -> on the wall clock of an engine `scale` times faster than real time."""
+    if scale == 1.0:
+        return arrivals
+    if isinstance(arrivals, PoissonArrivals):
+        return replace(arrivals, request_rate=arrivals.request_rate * scale)
+    if isinstance(arrivals, TraceArrivals):
+        return replace(arrivals, speedup=arrivals.speedup * scale)
+    return arrivals  # a concurrency cap is the same in either clock
 
 
 @dataclass(frozen=True)
@@ -145,16 +163,20 @@ class _Measured:
 
 
 def _measure(spec: BenchSpec, measured: _Measured, session: EngineSession) -> _Measured:
-    """Warm up, scrape, send the one load while sampling gauges, scrape again."""
+    """Warm up, scrape, send the one load while sampling gauges, scrape again; figures in engine time."""
+    scale = spec.time_scale
     load_opts = spec.load if spec.load.model != "default" else replace(spec.load, model=session.served_model())
+    if scale != 1.0 and load_opts.max_duration_s is not None:
+        load_opts = replace(load_opts, max_duration_s=load_opts.max_duration_s / scale)
     session.warmup(spec.workload, load_opts)
     before = session.scrape()
     sampler = GaugeSampler(session.metrics_url, session.engine.metric_names.gauges(),
                            interval_s=spec.gauge_interval_s)
     with session.stages("load"), sampler:
-        load = run_load_sync(session.base_url, spec.workload, spec.arrivals, load_opts,
+        load = run_load_sync(session.base_url, spec.workload, wall_arrivals(spec.arrivals, scale), load_opts,
                              abort_check=session.exited_text)
-    measured.client = summarize(load, spec.slos)
+    wall_slos = tuple(Slo(s.metric, s.stat, s.limit_s / scale) for s in spec.slos)
+    measured.client = in_engine_time(summarize(load, wall_slos), scale, spec.slos)
     gone = session.exited_text()
     if gone:
         raise EngineExited(gone)
@@ -192,8 +214,13 @@ def run_bench(spec: BenchSpec, *, db: Any = None) -> BenchResult:
     session = run_session(plan, functools.partial(_measure, spec, measured))
     figures: EngineFigures | None = None
     if session.failure is None and measured.delta is not None:
-        figures = engine_figures(measured.delta, engine, gauges=measured.gauges, server_info=session.server_info)
+        figures = figures_in_engine_time(
+            engine_figures(measured.delta, engine, gauges=measured.gauges, server_info=session.server_info),
+            spec.time_scale)
     warnings: list[str] = list(measured.client.warnings) if measured.client is not None else []
+    lag = sim_lag_fraction(session.server_info) if spec.engine == "sim" else None
+    if lag is not None and lag > SIM_LAG_LIMIT:
+        warnings.append(lag_note(lag, spec.time_scale))
     comparison: tuple[Comparison, ...] = ()
     if measured.client is not None and figures is not None:
         comparison, disagreements = compare(measured.client, figures)

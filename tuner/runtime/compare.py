@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tuner.runtime.engines.base import Engine
@@ -185,3 +185,28 @@ def compare(client: ClientSummary, engine: EngineFigures) -> tuple[tuple[Compari
                             f"{engine.generation_tokens:.0f} (something else used the engine, or usage is "
                             "off)")
     return tuple(rows), tuple(warnings)
+
+
+def figures_in_engine_time(figures: EngineFigures, scale: float) -> EngineFigures:
+    """Engine figures scraped from an engine running `scale` times faster than real time (the simulator's
+    --time-scale, whose histograms see the fast wall clock) -> engine time: the window, quantiles and means
+    x scale, token rates / scale. scale 1 returns `figures`."""
+    if scale == 1.0:
+        return figures
+
+    def q(value: Quantile | None) -> Quantile | None:
+        return None if value is None else Quantile(value.value_s * scale, value.bucket_low_s * scale,
+                                                   value.bucket_high_s * scale)
+
+    def t(value: float | None) -> float | None:
+        return None if value is None else value * scale
+
+    def r(value: float | None) -> float | None:
+        return None if value is None else value / scale
+
+    f = figures
+    return replace(
+        f, window_s=f.window_s * scale, ttft_p50=q(f.ttft_p50), ttft_p99=q(f.ttft_p99), ttft_mean_s=t(f.ttft_mean_s),
+        itl_p50=q(f.itl_p50), itl_p99=q(f.itl_p99), itl_mean_s=t(f.itl_mean_s), e2e_p50=q(f.e2e_p50),
+        e2e_p99=q(f.e2e_p99), e2e_mean_s=t(f.e2e_mean_s), queue_p50=q(f.queue_p50), queue_p99=q(f.queue_p99),
+        prompt_tokens_per_s=r(f.prompt_tokens_per_s), generation_tokens_per_s=r(f.generation_tokens_per_s))

@@ -26,6 +26,7 @@ import httpx
 
 from tuner.errors import EngineError, TunerError
 from tuner.runtime.engines.base import Engine, FlagValue
+from tuner.runtime.engines.surface import FlagSurface, surface_from_help
 
 log = logging.getLogger(__name__)
 
@@ -436,3 +437,17 @@ def _help_text(argv: tuple[str, ...], timeout_s: float) -> str:
 def read_supported_flags(engine: Engine, timeout_s: float = 180.0) -> set[str]:
     """The flags this engine build accepts, from its --help (cached per command line)."""
     return engine.parse_supported_flags(_help_text(tuple(engine.help_argv()), timeout_s))
+
+
+def read_flag_surface(engine: Engine, timeout_s: float = 180.0) -> FlagSurface:
+    """What this engine build accepts: its parser dumped as JSON when the engine can (SGLang, the
+    simulator), else the names its --help lists. Cached per command line for the life of the process.
+    Raises TunerError when neither can be read (engine not installed, --help failing)."""
+    argv = engine.surface_argv()
+    if argv:
+        try:
+            return engine.parse_surface(_help_text(tuple(argv), timeout_s))
+        except TunerError as exc:
+            log.info("cannot dump %s's parser (%s); reading its --help instead", engine.name,
+                     str(exc).splitlines()[0])
+    return surface_from_help(_help_text(tuple(engine.help_argv()), timeout_s), engine=engine.name)

@@ -17,14 +17,15 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from tuner.errors import EngineError, TunerError
-from tuner.runtime.engines import UnknownFlagError, validate_flags
+from tuner.runtime.engines import UnknownFlagError
 from tuner.runtime.engines.base import Engine, FlagValue
+from tuner.runtime.engines.surface import FlagValueError
 from tuner.runtime.launcher import (
     EngineLaunchError,
     RunningEngine,
     classify_failure,
     launch,
-    read_supported_flags,
+    read_flag_surface,
 )
 from tuner.runtime.loadgen.client import LoadOptions, run_warmup_sync
 from tuner.runtime.loadgen.workloads import Workload
@@ -167,17 +168,37 @@ def _measure_failure(exc: TunerError, running: RunningEngine) -> SessionFailure:
     return SessionFailure("measure", "request_failed", str(exc))
 
 
-def _validate(plan: SessionPlan, stages: StageTimer) -> SessionFailure | None:
-    if not (plan.check_flags and plan.flags):
-        return None
+def engine_flags(engine: Engine, flags: Mapping[str, FlagValue], *, required: bool = True,
+                 ) -> dict[str, FlagValue]:
+    """`flags` as the installed engine spells them (knobs mapped, aliases to primary names), every name and
+    value checked against its parser (launcher.read_flag_surface, cached). Raises UnknownFlagError or
+    FlagValueError for flags the engine would refuse; when its surface cannot be read, TunerError if
+    `required`, else the flags unchanged."""
+    if not flags:
+        return {}
+    try:
+        surface = read_flag_surface(engine)
+    except TunerError:
+        if required:
+            raise
+        return dict(flags)
+    return engine.map_flags(flags, surface)
+
+
+def _validate(plan: SessionPlan, stages: StageTimer) -> tuple[dict[str, FlagValue], SessionFailure | None]:
+    """The flags to launch with, or why the engine would refuse them. `check_flags=False` (a space checked
+    up front, or --no-check-flags) still maps spellings when the surface can be read."""
+    if not plan.flags:
+        return {}, None
     with stages("validate"):
         try:
-            validate_flags(dict(plan.flags), read_supported_flags(plan.engine))
-        except UnknownFlagError as exc:
-            return SessionFailure("validate", "invalid_argument", str(exc))
+            return engine_flags(plan.engine, plan.flags, required=plan.check_flags), None
+        except (UnknownFlagError, FlagValueError) as exc:
+            if not plan.check_flags:
+                return dict(plan.flags), None
+            return dict(plan.flags), SessionFailure("validate", "invalid_argument", str(exc))
         except TunerError as exc:
-            return SessionFailure("validate", "crash", f"cannot read the engine's flags: {exc}")
-    return None
+            return dict(plan.flags), SessionFailure("validate", "crash", f"cannot read the engine's flags: {exc}")
 
 
 def run_session(plan: SessionPlan, measure: Callable[[EngineSession], T]) -> SessionResult[T]:
@@ -188,7 +209,8 @@ def run_session(plan: SessionPlan, measure: Callable[[EngineSession], T]) -> Ses
     returns, also on Ctrl-C (which is re-raised).
     """
     stages = StageTimer()
-    argv = tuple(plan.engine.build_argv(plan.model, 0, dict(plan.flags)))
+    flags, refused = _validate(plan, stages)
+    argv = tuple(plan.engine.build_argv(plan.model, 0, flags))
 
     def result(failure: SessionFailure | None, value: T | None = None, running: RunningEngine | None = None,
                server_info: dict[str, Any] | None = None, log_path: str | None = None,
@@ -200,12 +222,11 @@ def run_session(plan: SessionPlan, measure: Callable[[EngineSession], T]) -> Ses
             engine_version=plan.engine.version(server_info) if running is not None else None,
             server_info=server_info, log_path=log_path, log_tail=log_tail, stage_seconds=dict(stages.seconds))
 
-    refused = _validate(plan, stages)
     if refused is not None:
         return result(refused)
     t0 = time.monotonic()
     try:
-        running = launch(plan.engine, plan.model, dict(plan.flags), plan.env, log_dir=plan.log_dir,
+        running = launch(plan.engine, plan.model, flags, plan.env, log_dir=plan.log_dir,
                          ready_timeout_s=plan.ready_timeout_s)
     except EngineLaunchError as exc:
         stages.add("launch", time.monotonic() - t0)

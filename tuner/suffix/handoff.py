@@ -64,7 +64,7 @@ def validate_suffix_flags(flags: Mapping[str, Any]) -> list[str]:
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):
-            build_parser().parse_args(["--model-path", "model", *argv])
+            build_parser("seed").parse_args(["--model-path", "model", *argv])  # the fork's SUFFIX surface
     except SystemExit:
         last = errors.getvalue().strip().splitlines()[-1:] or ["rejected"]
         raise HandoffError(f"the SGLang flag parser rejects {' '.join(argv)}: {last[0]}") from None

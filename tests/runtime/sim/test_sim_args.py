@@ -39,8 +39,10 @@ def test_defaults_follow_sglang() -> None:
 
 
 def test_cuda_graph_bs_list_overrides_max_bs() -> None:
-    a = resolve("--cuda-graph-max-bs", "512", "--cuda-graph-bs", "1", "2", "4", "48")
+    a = resolve("--cuda-graph-max-bs-decode", "512", "--cuda-graph-bs-decode", "1", "2", "4", "48")
     assert a.cuda_graph_max_bs == 48 and a.cuda_graph_bs == (1, 2, 4, 48)
+    seed = resolve("--sim-sglang", "seed", "--cuda-graph-max-bs", "512", "--cuda-graph-bs", "1", "2", "4", "48")
+    assert seed.cuda_graph_max_bs == 48 and seed.cuda_graph_bs == (1, 2, 4, 48)
 
 
 def test_speculative_defaults_and_max_running_reset() -> None:
@@ -91,8 +93,10 @@ def test_spec_v2_allows_only_topk_one() -> None:
 
 def test_suffix_needs_num_draft_tokens_and_accepts_the_seed_command() -> None:
     with pytest.raises(SimArgsError, match="SUFFIX requires"):
-        resolve("--speculative-algorithm", "SUFFIX")
+        resolve("--sim-sglang", "seed", "--speculative-algorithm", "SUFFIX")
     a = resolve(
+        "--sim-sglang",
+        "seed",
         "--tp",
         "8",
         "--page-size",
@@ -151,8 +155,8 @@ def test_unknown_model_lists_the_profiles(capsys: pytest.CaptureFixture[str]) ->
     )
 
 
-def test_help_lists_every_flag_the_tuner_searches() -> None:
-    text = build_parser().format_help()
+def test_seed_help_lists_every_flag_the_tuner_searches() -> None:
+    text = build_parser("seed").format_help()
     for flag in (
         "--tp-size",
         "--tp",
@@ -194,7 +198,7 @@ def test_config_file_uses_sglang_semantics_and_command_line_wins(tmp_path: Path)
     config = tmp_path / "server.yaml"
     config.write_text(
         "chunked_prefill_size: 4096\ndisable-cuda-graph: true\nenable_metrics: false\n"
-        "cuda_graph_bs: [1, 2, 4]\nextra_metric_labels: {trial: '42'}\ntp: 8\n"
+        "cuda_graph_bs_decode: [1, 2, 4]\nextra_metric_labels: {trial: '42'}\ntp: 8\n"
     )
     a = resolve("--config", str(config), "--chunked-prefill-size", "2048")
     assert a.chunked_prefill_size == 2048

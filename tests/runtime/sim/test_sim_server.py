@@ -105,7 +105,7 @@ def test_streaming_chat_metrics_generate_and_clean_shutdown(tmp_path: Path) -> N
         "--enable-metrics",
         "--extra-metric-labels",
         '{"trial": "7"}',
-        "--cuda-graph-max-bs",
+        "--cuda-graph-max-bs-decode",
         "64",
     )
     with sim(tmp_path, *flags) as server:
@@ -197,7 +197,7 @@ def test_speculative_decoding_reports_acceptance(tmp_path: Path) -> None:
         "--enable-metrics",
         "--speculative-algorithm",
         "NEXTN",
-        "--cuda-graph-max-bs",
+        "--cuda-graph-max-bs-decode",
         "8",
     )
     with sim(tmp_path, *flags) as server:

@@ -76,7 +76,7 @@ def test_served_trace_gets_the_offline_replays_accept_length(traces, tmp_path) -
     offline = replay(repetitive, [PARAMS], first_token_from_prefill=True)[0].tokens_per_step
     offline_fresh = replay(fresh, [PARAMS], first_token_from_prefill=True)[0].tokens_per_step
     assert offline > 1.5 and offline_fresh < 1.05  # the trace is worth speculating on, the fresh one is not
-    sim = get_engine("sim", time_scale=20)
+    sim = get_engine("sim", time_scale=20, sglang="seed")  # SUFFIX exists only in the seeds' SGLang forks
     with launch(sim, MODEL, _flags(path), log_dir=tmp_path, ready_timeout_s=60) as engine:
         url = engine.base_url
         one_at_a_time = _serve(url, repetitive)

@@ -32,7 +32,7 @@ def _reject(data, *fragments):
 
 
 def test_every_preset_is_a_valid_space():
-    assert set(preset_names()) == {"sglang", "sglang-eagle", "sglang-suffix", "vllm"}
+    assert set(preset_names()) == {"sglang", "sglang-demo", "sglang-eagle", "sglang-suffix", "vllm"}
     for name in preset_names():
         space = preset_space(name)
         assert space.params, name
@@ -89,7 +89,7 @@ def test_all_problems_are_listed_at_once():
 
 
 def test_flags_the_engine_does_not_list_are_rejected_with_close_matches():
-    supported = read_supported_flags(get_engine("sim"))
+    supported = read_supported_flags(get_engine("sim", sglang="seed"))  # the forks' SUFFIX surface
     preset_space("sglang-suffix")  # valid on its own...
     fork = space_from_mapping({
         "base_flags": {"speculative-algorithm": "SUFFIX", "speculative-num-draft-tokens": 8},

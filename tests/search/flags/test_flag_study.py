@@ -17,6 +17,8 @@ import yaml
 from flag_fakes import FakeEvaluator
 
 from tuner.errors import ExportError, TunerError
+from tuner.runtime.engines import get_engine
+from tuner.runtime.launcher import read_flag_surface
 from tuner.search.flags.export import export_flag_study
 from tuner.search.flags.load_search import LoadSearchConfig
 from tuner.search.flags.objective import Objective, parse_slo_text
@@ -122,7 +124,11 @@ def test_the_report_and_export(db, tmp_path, capsys):
                      "pareto.png", "trials.csv"}
     doc = json.loads((tmp_path / "out" / "best.json").read_text())
     best = doc["best"]
-    assert yaml.safe_load((tmp_path / "out" / "best-config.yaml").read_text()) == best["flags"]
+    # the config file is in the installed engine's spelling (the simulator's SGLang 0.5.23)
+    written = yaml.safe_load((tmp_path / "out" / "best-config.yaml").read_text())
+    sim = get_engine("sim")
+    assert written == sim.map_flags(best["flags"], read_flag_surface(sim))
+    assert "cuda-graph-max-bs-decode" in written and "cuda-graph-max-bs" in best["flags"]
     command = (tmp_path / "out" / "launch-command.txt").read_text().strip()
     assert shlex.split(command) == best["launch_argv"]
     assert "--chunked-prefill-size" in best["launch_argv"] and "--time-scale" in best["launch_argv"]

@@ -22,6 +22,7 @@ from tuner.runtime.engines.base import (
 )
 from tuner.runtime.engines.sglang import SGLangEngine
 from tuner.runtime.engines.sim import SimEngine
+from tuner.runtime.engines.surface import FlagSurface, FlagValueError, bundled_surface
 from tuner.runtime.engines.vllm import VllmEngine
 
 ENGINES: dict[str, Callable[..., Engine]] = {
@@ -44,7 +45,7 @@ def get_engine(name: str, **options: Any) -> Engine:
 
 
 __all__ = [
-    "ENGINES", "Engine", "FlagValue", "GaugeName", "MetricNames", "SGLangEngine", "SimEngine",
-    "UnknownFlagError", "VllmEngine", "flags_to_argv", "get_engine", "normalize_flag",
+    "ENGINES", "Engine", "FlagSurface", "FlagValue", "FlagValueError", "GaugeName", "MetricNames", "SGLangEngine", "SimEngine",
+    "UnknownFlagError", "VllmEngine", "bundled_surface", "flags_to_argv", "get_engine", "normalize_flag",
     "parse_help_flags", "validate_flags",
 ]

@@ -14,16 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from tuner.errors import TunerError
+from tuner.runtime.engines.surface import FlagSurface, UnknownFlagError
 
 Scalar = bool | int | float | str
 FlagValue = Scalar | Sequence[Scalar] | Mapping[str, Any] | None
 
 # Flags the launcher sets itself; a user value for them would fight the launcher.
 RESERVED_FLAGS: frozenset[str] = frozenset({"port", "host", "model-path", "model", "enable-metrics"})
-
-
-class UnknownFlagError(TunerError):
-    """A flag the engine's --help does not list (a typo, or a flag a fork renamed)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +110,20 @@ class Engine(Protocol):
         ...
 
     def parse_supported_flags(self, help_text: str) -> set[str]: ...
+
+    def surface_argv(self) -> list[str] | None:
+        """The command that prints this build's parser as JSON (surface.surface_from_dump's shape), or None
+        when the engine has none (its --help is read instead)."""
+        ...
+
+    def parse_surface(self, text: str) -> FlagSurface:
+        """What surface_argv printed -> the surface (TunerError when it is not one)."""
+        ...
+
+    def map_flags(self, flags: Mapping[str, FlagValue], surface: FlagSurface) -> dict[str, FlagValue]:
+        """Flags as the user or a search space names them -> the installed version's spelling, checked
+        against `surface` (UnknownFlagError, FlagValueError)."""
+        ...
 
     def spec_accept_length(self, engine_metrics_delta: MetricsView | None,
                            server_info: Mapping[str, Any] | None) -> float | None:

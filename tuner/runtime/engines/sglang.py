@@ -1,15 +1,20 @@
 """SGLang: `python -m sglang.launch_server --model-path M --port P --enable-metrics [flags]`.
 
-Readiness is GET /health answering 200 (the port opens before the model loads). Nothing here runs SGLang.
+Readiness is GET /health answering 200 (the port opens before the model loads). Flags are written in the
+installed version's spelling: its parser is dumped once (surface_argv) and knobs spelled the seed-era way
+(`cuda-graph-max-bs`, `--disable-cuda-graph`, `--enable-dp-attention`) are mapped onto it. Nothing here runs
+SGLang.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tuner.errors import TunerError
 from tuner.runtime.engines.base import (
     FlagValue,
     GaugeName,
@@ -19,6 +24,7 @@ from tuner.runtime.engines.base import (
     flags_to_argv,
     parse_help_flags,
 )
+from tuner.runtime.engines.surface import FlagSurface, Knob, Range, map_flags, surface_from_dump
 
 SGLANG_METRICS = MetricNames(
     ttft_histogram="sglang:time_to_first_token_seconds",
@@ -34,6 +40,123 @@ SGLANG_METRICS = MetricNames(
     token_usage_gauge=GaugeName("sglang:token_usage", "mean"),
     spec_accept_length_gauge=GaugeName("sglang:spec_accept_length", "mean"),
 )
+
+
+# Settings SGLang renamed between the seeds' versions and 0.5.23 (the old spellings now exit 2 as
+# ambiguous prefixes); any spelling is taken as input, the installed one is written.
+SGLANG_KNOBS: tuple[Knob, ...] = (
+    Knob(("cuda-graph-max-bs", "cuda-graph-max-bs-decode")),
+    Knob(("cuda-graph-bs", "cuda-graph-bs-decode")),
+)
+
+# What SGLang checks after parsing (server_args.py __post_init__ and friends), keyed by primary name.
+SGLANG_RANGES: dict[str, Range] = {
+    "mem-fraction-static": Range(0.0, 1.0, open_low=True, open_high=True),
+    "max-running-requests": Range(1),
+    "chunked-prefill-size": Range(1, also=(-1,)),
+    "max-prefill-tokens": Range(1),
+    "cuda-graph-max-bs": Range(1),
+    "cuda-graph-max-bs-decode": Range(1),
+    "cuda-graph-max-bs-prefill": Range(1),
+    "cuda-graph-bs": Range(1),
+    "cuda-graph-bs-decode": Range(1),
+    "cuda-graph-bs-prefill": Range(1),
+    "torch-compile-max-bs": Range(1),
+    "tp-size": Range(1),
+    "dp-size": Range(1),
+    "attn-dp-size": Range(1),
+    "ep-size": Range(1),
+    "page-size": Range(1),
+    "context-length": Range(1),
+    "schedule-conservativeness": Range(0.0, open_low=True),
+    "speculative-num-steps": Range(1),
+    "speculative-eagle-topk": Range(1),
+    "speculative-num-draft-tokens": Range(1),
+}
+
+FORK_ONLY_NOTE = ("SUFFIX speculation and its --speculative-suffix-* flags exist only in SGLang forks; the "
+                  "simulator has them under --sim-sglang seed")
+
+# Run by the engine's own interpreter: dump ServerArgs' argparse parser as the JSON FlagSurface reads.
+SGLANG_DUMP_SCRIPT = """
+import argparse, json
+import sglang
+from sglang.srt.server_args import ServerArgs
+p = argparse.ArgumentParser()
+ServerArgs.add_cli_args(p)
+flags = {}
+for a in p._actions:
+    longs = [s for s in a.option_strings if s.startswith('--')]
+    if not longs or a.dest == 'help':
+        continue
+    for s in longs:
+        flags[s] = {'primary': longs[0], 'dest': a.dest, 'type': getattr(a.type, '__name__', str(a.type)),
+                    'default': repr(a.default), 'nargs': a.nargs, 'action': type(a).__name__,
+                    'choices': [str(c) for c in a.choices] if a.choices is not None else None}
+print(json.dumps({'version': getattr(sglang, '__version__', None), 'flags': flags}))
+"""
+
+
+def _given(flags: Mapping[str, Any], name: str) -> Any:
+    for key, value in flags.items():
+        if str(key).lstrip("-").replace("_", "-") == name:
+            return value
+    return None
+
+
+def _rewrite_disable_cuda_graph(value: Any, flags: Mapping[str, Any], surface: FlagSurface) -> Any:
+    """0.5.23: --disable-cuda-graph is deprecated for --cuda-graph-backend-{decode,prefill}=disabled."""
+    if "cuda-graph-backend-decode" not in surface.specs:
+        return None
+    if value is True or str(value).lower() == "true":
+        return {"cuda-graph-backend-decode": "disabled", "cuda-graph-backend-prefill": "disabled"}
+    return {}
+
+
+def _rewrite_dp_attention(value: Any, flags: Mapping[str, Any], surface: FlagSurface) -> Any:
+    """0.5.23: --enable-dp-attention (with --dp-size N) is deprecated for --attn-dp-size N."""
+    if "attn-dp-size" not in surface.specs:
+        return None
+    if not (value is True or str(value).lower() == "true"):
+        return {}
+    dp_size = _given(flags, "dp-size")
+    if dp_size is None:
+        return (f"--enable-dp-attention needs --dp-size N ({surface.label()} writes DP attention as "
+                "--attn-dp-size N)")
+    return {"attn-dp-size": dp_size}
+
+
+def _rewrite_spec_algorithm(value: Any, flags: Mapping[str, Any], surface: FlagSurface) -> Any:
+    if str(value).upper() == "SUFFIX" and not any(n.startswith("speculative-suffix-") for n in surface.specs):
+        return f"--speculative-algorithm SUFFIX is not in {surface.label()} ({FORK_ONLY_NOTE})"
+    return None
+
+
+SGLANG_REWRITES = {
+    "disable-cuda-graph": _rewrite_disable_cuda_graph,
+    "enable-dp-attention": _rewrite_dp_attention,
+    "speculative-algorithm": _rewrite_spec_algorithm,
+}
+
+
+def with_fork_notes(surface: FlagSurface) -> FlagSurface:
+    """The surface, with why the fork-only SUFFIX flags are missing from it (if they are)."""
+    fork_flags = ("speculative-suffix-cache-max-depth", "speculative-suffix-max-spec-factor",
+                  "speculative-suffix-max-spec-offset", "speculative-suffix-min-token-prob",
+                  "speculative-suffix-max-cached-requests", "speculative-suffix-max-tree-depth")
+    notes = {n: FORK_ONLY_NOTE for n in fork_flags if n not in surface.specs}
+    return replace(surface, notes={**notes, **surface.notes}) if notes else surface
+
+
+def parse_surface_dump(text: str, engine: str) -> FlagSurface:
+    """The last JSON line a parser dump printed -> FlagSurface (TunerError when there is none)."""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return with_fork_notes(surface_from_dump(json.loads(line), engine=engine))
+            except ValueError:
+                break
+    raise TunerError(f"the {engine} parser dump printed no JSON surface")
 
 
 def _internal_states(server_info: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -97,6 +220,19 @@ class SGLangEngine:
 
     def parse_supported_flags(self, help_text: str) -> set[str]:
         return parse_help_flags(help_text)
+
+    def surface_argv(self) -> list[str] | None:
+        """The command that prints this SGLang build's parser as JSON (see SGLANG_DUMP_SCRIPT)."""
+        return [self.python, "-c", SGLANG_DUMP_SCRIPT]
+
+    def parse_surface(self, text: str) -> FlagSurface:
+        return parse_surface_dump(text, self.name)
+
+    def map_flags(self, flags: Mapping[str, FlagValue], surface: FlagSurface) -> dict[str, FlagValue]:
+        """Knob-named flags (seed-era or current spelling) -> this SGLang version's spelling, values checked
+        against its parser and SGLang's ranges (UnknownFlagError / FlagValueError before any launch)."""
+        return map_flags(flags, with_fork_notes(surface), knobs=SGLANG_KNOBS, rewrites=SGLANG_REWRITES,
+                         ranges=SGLANG_RANGES)
 
     def spec_accept_length(
         self, engine_metrics_delta: MetricsView | None, server_info: Mapping[str, Any] | None

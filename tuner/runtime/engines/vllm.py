@@ -19,6 +19,7 @@ from tuner.runtime.engines.base import (
     flags_to_argv,
     parse_help_flags,
 )
+from tuner.runtime.engines.surface import FlagSurface, map_flags
 
 VLLM_METRICS = MetricNames(
     ttft_histogram="vllm:time_to_first_token_seconds",
@@ -66,6 +67,16 @@ class VllmEngine:
 
     def parse_supported_flags(self, help_text: str) -> set[str]:
         return parse_help_flags(help_text)
+
+    def surface_argv(self) -> list[str] | None:
+        return None  # names from `vllm serve --help=all`
+
+    def parse_surface(self, text: str) -> FlagSurface:
+        raise NotImplementedError("vLLM's surface is read from its --help")
+
+    def map_flags(self, flags: Mapping[str, FlagValue], surface: FlagSurface) -> dict[str, FlagValue]:
+        """Names checked against vLLM's --help (values are checked by vLLM itself)."""
+        return map_flags(flags, surface)
 
     def spec_accept_length(
         self, engine_metrics_delta: MetricsView | None, server_info: Mapping[str, Any] | None

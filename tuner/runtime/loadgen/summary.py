@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -239,3 +239,32 @@ def summarize(result: LoadResult, slos: Sequence[Slo] = (), *,
         loop_lag_max_ms=float(loop.max()) if loop is not None else None,
         aborted=result.aborted, errors=errors, warnings=tuple(warnings),
     )
+
+
+_DURATION_SUFFIXES = ("_s",)
+_RATE_SUFFIXES = ("_req_s", "_tok_s")
+
+
+def in_engine_time(summary: ClientSummary, scale: float, slos: Sequence[Slo] = ()) -> ClientSummary:
+    """A summary measured on the wall clock of an engine running `scale` times faster than real time (the
+    simulator's --time-scale), against `slos` divided by scale -> the same figures in engine time:
+    durations, latencies and SLO limits x scale, rates / scale, the SLOs as given. Counts, ratios and the
+    client's own lag (ms) are unchanged. scale 1 returns `summary`."""
+    if scale == 1.0:
+        return summary
+    changes: dict[str, Any] = {
+        "slo_checks": tuple(replace(c, limit_s=c.limit_s * scale,
+                                    value_s=None if c.value_s is None else c.value_s * scale)
+                            for c in summary.slo_checks),
+    }
+    if slos:
+        changes["slos"] = tuple(str(s) for s in slos)
+    for f in fields(summary):
+        value = getattr(summary, f.name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if f.name.endswith(_RATE_SUFFIXES):
+            changes[f.name] = value / scale
+        elif f.name.endswith(_DURATION_SUFFIXES):
+            changes[f.name] = value * scale
+    return replace(summary, **changes)

@@ -1,8 +1,11 @@
 """Command line of the simulated server: SGLang's flag names and defaults (plus a few sim-only flags),
 `--config` YAML files with SGLang's semantics, and SGLang's validation of speculative-decoding flags.
 
+Two surfaces: `--sim-sglang 0.5.23` (default) is SGLang 0.5.23's own parser rebuilt from the bundled dump
+(surface_parser.py): what it refuses exits 2 with argparse's message, as SGLang does. `--sim-sglang seed`
+is the older spelling the seeds' command lines use (`--cuda-graph-max-bs`, the forks' SUFFIX flags).
 Parsing and resolving only; memory-dependent defaults (KV pool, max running requests) are filled in
-by server.py after the memory plan. Unknown flags exit 2 with argparse's "unrecognized arguments".
+by server.py after the memory plan.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import yaml
 
 from tuner.runtime.sim.generation import load_recorded_responses
+from tuner.runtime.engines.surface import bundled_surface, parser_dump
 from tuner.runtime.sim.profiles import (
     GPU_PROFILES,
     MODEL_PROFILES,
@@ -28,12 +32,20 @@ from tuner.runtime.sim.profiles import (
 )
 from tuner.runtime.sim.speculative import ALGORITHMS, EAGLE_FAMILY
 from tuner.suffix_decoding.traces import TraceError
+from tuner.runtime.sim.surface_parser import add_surface_arguments
 
 DEFAULT_PORT = 30000
 SPEC_DEFAULT_TRIPLE = (3, 1, 4)  # num_steps, eagle_topk, num_draft_tokens when none is given
 SPEC_DEFAULT_MAX_RUNNING = 48
 NGRAM_DEFAULT_DRAFT_TOKENS = 8
 KV_DTYPE_BYTES = {"auto": 2.0, "bf16": 2.0, "bfloat16": 2.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0}
+# 0.5.23's further KV types (block-scaled: one byte of scale per 32 or 16 values)
+KV_DTYPE_BYTES_0523 = {**KV_DTYPE_BYTES, "mxfp8": 1.03125, "nvfp4": 0.5625, "fp4_mx_block16": 0.5625}
+SGLANG_SURFACES = ("0.5.23", "seed")
+DEFAULT_SGLANG_SURFACE = "0.5.23"
+# the simulator's own flags that the tuner's SimEngine sets (so not in the surface users' flags are checked
+# against); --sim-model-profile and --startup-seconds stay user flags
+SIM_ONLY_FLAGS = frozenset({"gpu", "seed", "time-scale", "sim-sglang", "dump-flag-surface"})
 SCHEDULE_POLICIES = ("fcfs", "lpm", "random", "dfs-weight", "lof")
 
 
@@ -111,6 +123,13 @@ class SimServerArgs:
     startup_seconds: float
     sim_response_trace: str | None = None
     spec_v2: bool = False
+    # mechanisms the seeds measured (see cost.py): off/1/"null" is SGLang's default
+    enable_torch_compile: bool = False
+    torch_compile_max_bs: int = 32
+    disable_shared_experts_fusion: bool = False
+    attn_dp_size: int = 1  # data-parallel attention width (0.5.23 --attn-dp-size; seed era --enable-dp-attention)
+    disaggregation_mode: str = "null"
+    sim_sglang: str = DEFAULT_SGLANG_SURFACE  # the flag surface this run accepted
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -123,7 +142,7 @@ class SimServerArgs:
 
     @property
     def kv_dtype_bytes(self) -> float:
-        return KV_DTYPE_BYTES[self.kv_cache_dtype]
+        return KV_DTYPE_BYTES_0523[self.kv_cache_dtype]
 
     @property
     def tokens_per_graph_seq(self) -> int:
@@ -134,7 +153,24 @@ def _upper(value: str) -> str:
     return value.upper()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(sglang: str = DEFAULT_SGLANG_SURFACE) -> argparse.ArgumentParser:
+    """The simulator's parser for the SGLang surface `sglang` ('0.5.23' or 'seed')."""
+    if sglang == "seed":
+        return build_seed_parser()
+    p = argparse.ArgumentParser(
+        prog="python -m tuner.runtime.sim",
+        usage="%(prog)s --model-path MODEL [--port PORT] [--enable-metrics] [SGLang 0.5.23 flags] [sim flags]",
+        description="Simulated SGLang 0.5.23 server (no GPU): SGLang 0.5.23's flags (its parser, rebuilt from "
+        "the bundled dump), HTTP API and metrics, with step times from a roofline model of a model profile "
+        "on a GPU profile.",
+    )
+    add_surface_arguments(p, bundled_surface("sglang", "0.5.23"))
+    _add_sim_only(p)
+    return p
+
+
+def build_seed_parser() -> argparse.ArgumentParser:
+    """The seeds' SGLang spelling (before 0.5.23's renames), with the forks' SUFFIX speculation flags."""
     p = argparse.ArgumentParser(
         prog="python -m tuner.runtime.sim",
         usage="%(prog)s --model-path MODEL [--port PORT] [--enable-metrics] [SGLang flags] [sim flags]",
@@ -284,7 +320,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-level", default="info", help="log level (info)")
     g.add_argument("--random-seed", type=int, help="seed (used when --seed is not given)")
 
+    g = p.add_argument_group("mechanisms")
+    g.add_argument("--enable-torch-compile", action="store_true", help="torch.compile small decode batches")
+    g.add_argument("--torch-compile-max-bs", type=int, default=32, help="largest compiled batch (32)")
+    g.add_argument("--disable-shared-experts-fusion", action="store_true",
+                   help="run the shared experts apart from the routed ones")
+    g.add_argument("--enable-dp-attention", action="store_true", help="data-parallel attention over --dp-size")
+    g.add_argument("--dp-size", type=int, default=1, help="data parallel size (1)")
+    g.add_argument("--disaggregation-mode", default="null", choices=("null", "prefill", "decode"),
+                   help="serve only prefill or only decode (PD disaggregation)")
+    _add_sim_only(p)
+    return p
+
+
+def _add_sim_only(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("simulator only")
+    g.add_argument("--sim-sglang", default=DEFAULT_SGLANG_SURFACE, choices=SGLANG_SURFACES,
+                   help="the SGLang flag surface to accept: 0.5.23 (default) or seed (the seeds' older "
+                   "spelling, with the forks' SUFFIX flags)")
+    g.add_argument("--dump-flag-surface", action="store_true",
+                   help="print the accepted SGLang flags as JSON (the tuner's FlagSurface) and exit")
     g.add_argument(
         "--gpu", type=_upper, default="H200", choices=sorted(GPU_PROFILES), help="GPU profile (default: H200)"
     )
@@ -311,7 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer prompts recorded in this trace (tuner suffix-replay's tokens format) with their recorded "
         "responses, so a trace served live meets the responses its offline replay sees",
     )
-    return p
 
 
 def _config_to_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
@@ -342,12 +396,21 @@ def _config_to_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
 
 
 def parse_cli(argv: Sequence[str]) -> argparse.Namespace:
-    """argv (config file expanded in front, so the command line wins) -> Namespace; exits 2 on errors."""
-    parser = build_parser()
+    """argv (config file expanded in front, so the command line wins) -> Namespace; exits 2 on errors, as
+    SGLang does. `--dump-flag-surface` prints the surface as JSON and exits 0."""
     argv = list(argv)
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config")
+    pre.add_argument("--sim-sglang", default=DEFAULT_SGLANG_SURFACE)
+    pre.add_argument("--dump-flag-surface", action="store_true")
     known, _ = pre.parse_known_args(argv)
+    parser = build_parser(known.sim_sglang if known.sim_sglang in SGLANG_SURFACES else DEFAULT_SGLANG_SURFACE)
+    if known.dump_flag_surface:
+        dump = parser_dump(parser, known.sim_sglang)
+        dump["flags"] = {k: v for k, v in dump["flags"].items()
+                         if v["primary"][2:] not in SIM_ONLY_FLAGS and k not in ("--config",)}
+        print(json.dumps(dump))
+        raise SystemExit(0)
     if known.config:
         rest: list[str] = []
         skip = False
@@ -363,6 +426,8 @@ def parse_cli(argv: Sequence[str]) -> argparse.Namespace:
             rest.append(token)
         argv = _config_to_argv(known.config, parser) + rest
     ns = parser.parse_args(argv)
+    if not ns.model_path:
+        parser.error("the following arguments are required: --model-path")
     if ns.sim_model_profile is not None and lookup_model(ns.sim_model_profile) is None:
         parser.error(
             f"unknown --sim-model-profile {ns.sim_model_profile!r}; profiles: {', '.join(MODEL_PROFILES)}"
@@ -372,6 +437,38 @@ def parse_cli(argv: Sequence[str]) -> argparse.Namespace:
             f"cannot derive a simulated model profile from --model-path {ns.model_path!r}; pass "
             f"--sim-model-profile with one of: {', '.join(MODEL_PROFILES)}"
         )
+    return _common_namespace(ns)
+
+
+# 0.5.23 ships these speculative algorithms (SUFFIX is a fork's); the simulator models the ones it knows.
+SGLANG_0523_ALGORITHMS = ("EAGLE", "EAGLE3", "NEXTN", "STANDALONE", "NGRAM")
+SUFFIX_DEFAULTS = {"speculative_suffix_cache_max_depth": 64, "speculative_suffix_max_spec_factor": 1.0,
+                   "speculative_suffix_max_spec_offset": 0.0, "speculative_suffix_min_token_prob": 0.1,
+                   "speculative_suffix_max_cached_requests": 10000}
+
+
+def _common_namespace(ns: argparse.Namespace) -> argparse.Namespace:
+    """A 0.5.23 Namespace in the names resolve_args reads (the seed parser's): the decode CUDA graph flags
+    stand for the graph settings, the deprecated aliases folded into their current form."""
+    if ns.sim_sglang == "seed":
+        ns.attn_dp_size = ns.dp_size if ns.enable_dp_attention else 1
+        ns.kv_bytes_table = KV_DTYPE_BYTES
+        return ns
+    ns.cuda_graph_max_bs = ns.cuda_graph_max_bs_decode
+    ns.cuda_graph_bs = ns.cuda_graph_bs_decode
+    ns.disable_cuda_graph = bool(ns.disable_cuda_graph or ns.disable_decode_cuda_graph
+                                 or ns.cuda_graph_backend_decode == "disabled")
+    if ns.attn_dp_size == 1 and ns.enable_dp_attention:
+        ns.attn_dp_size = ns.dp_size
+    if ns.page_size is None:
+        ns.page_size = 1
+    if isinstance(ns.extra_metric_labels, (dict, list)):
+        ns.extra_metric_labels = json.dumps(ns.extra_metric_labels)
+    if ns.speculative_algorithm is not None:
+        ns.speculative_algorithm = str(ns.speculative_algorithm).upper()
+    for name, value in SUFFIX_DEFAULTS.items():
+        setattr(ns, name, value)
+    ns.kv_bytes_table = KV_DTYPE_BYTES_0523
     return ns
 
 
@@ -430,7 +527,17 @@ def resolve_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
     )
     assert model is not None
     spec_v2 = _env_flag(env, "SGLANG_ENABLE_SPEC_V2")
+    surface = getattr(ns, "sim_sglang", "seed")
+    alg = ns.speculative_algorithm
+    if surface != "seed" and alg is not None and alg not in SGLANG_0523_ALGORITHMS:
+        fork = " (SUFFIX exists only in SGLang forks; run the simulator with --sim-sglang seed)" \
+            if alg == "SUFFIX" else ""
+        raise SimArgsError(f"unknown --speculative-algorithm {alg!r}; SGLang 0.5.23 as simulated takes "
+                           f"{', '.join(SGLANG_0523_ALGORITHMS)}{fork}")
     steps, topk, drafts = _resolve_speculative(ns, spec_v2, warnings)
+    attn_dp_size = int(getattr(ns, "attn_dp_size", 1) or 1)
+    if attn_dp_size < 1 or ns.tp_size % attn_dp_size:
+        raise SimArgsError(f"--tp-size {ns.tp_size} must be divisible by the DP attention size {attn_dp_size}")
 
     if ns.tp_size < 1:
         raise SimArgsError("--tp-size must be >= 1")
@@ -545,6 +652,12 @@ def resolve_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         startup_seconds=ns.startup_seconds,
         sim_response_trace=_response_trace(ns.sim_response_trace),
         spec_v2=spec_v2,
+        enable_torch_compile=bool(ns.enable_torch_compile),
+        torch_compile_max_bs=int(ns.torch_compile_max_bs),
+        disable_shared_experts_fusion=bool(ns.disable_shared_experts_fusion),
+        attn_dp_size=attn_dp_size,
+        disaggregation_mode=str(ns.disaggregation_mode),
+        sim_sglang=surface,
         warnings=tuple(warnings),
     )
 

@@ -26,6 +26,31 @@ STANDALONE_DRAFT_PARAMS = 1.5e9
 STANDALONE_DRAFT_LAYERS = 28
 STANDALONE_LAYER_FIXED_S = 20e-6
 
+# Mechanisms behind flags the seeds measured (seed 004: DeepSeek-V3 on H200 TP8; seeds 000/001: GLM-4.7-FP8).
+# Without CUDA graphs a decode step is bound by the CPU launching each layer's kernels: a floor per layer,
+# set so batch 1 runs 5-8x slower than with graphs (seed 004: 228.9 ms vs 32.2 ms, 7.1x).
+EAGER_DECODE_LAYER_FLOOR_S = 0.7e-3
+# torch.compile fuses the small kernels of a captured decode graph: batch 1 -25% (seed 004: 32.2 -> 24.2 ms).
+TORCH_COMPILE_DECODE_FACTOR = 0.75
+# Shared experts run apart from the fused MoE kernel: their own GEMM at dense efficiency plus a launch and
+# a reduction per MoE layer (seed 001: fusing cut TTFT up to -23.7% and ITL -20.8% on GLM-4.7-FP8 TP8).
+UNFUSED_SHARED_EXPERT_FIXED_S = 60e-6
+# DP attention: each rank attends only its own requests (its latent KV), then all-gathers hidden states.
+DP_ATTENTION_ALLGATHER_S = 12e-6
+# The scheduler's CPU work per step, hidden behind the GPU by the overlap scheduler and exposed without it.
+SCHEDULE_CPU_S = 1.2e-3
+SCHEDULE_CPU_PER_SEQ_S = 6e-6
+
+
+@dataclass(frozen=True)
+class Mechanisms:
+    """The flags that change how a forward pass runs (SGLang 0.5.23 names; defaults are SGLang's)."""
+
+    torch_compile_max_bs: int = 0  # 0: --enable-torch-compile off
+    shared_experts_fused: bool = True  # False: --disable-shared-experts-fusion
+    attn_dp_size: int = 1  # --attn-dp-size (seed era: --enable-dp-attention with --dp-size)
+    overlap_schedule: bool = True  # False: --disable-overlap-schedule
+
 
 @dataclass(frozen=True)
 class ForwardBatch:
@@ -43,7 +68,9 @@ class ForwardBatch:
 
 
 class RooflineCostModel:
-    def __init__(self, model: ModelProfile, gpu: GpuProfile, tp_size: int, kv_dtype_bytes: float) -> None:
+    def __init__(self, model: ModelProfile, gpu: GpuProfile, tp_size: int, kv_dtype_bytes: float,
+                 mechanisms: Mechanisms | None = None) -> None:
+        self.mech = mechanisms or Mechanisms()
         self.model = model
         self.gpu = gpu
         self.tp_size = tp_size
@@ -64,7 +91,12 @@ class RooflineCostModel:
         m = self.model
         mem_s = m.expected_distinct_experts(tokens) * self._expert_bytes / self._bw
         flops = 2 * tokens * m.experts_per_token * m.expert_params_per_gpu(self.tp_size)
-        return math.hypot(mem_s, flops / self._moe_flops) + m.moe_layer_fixed_s
+        total = math.hypot(mem_s, flops / self._moe_flops) + m.moe_layer_fixed_s
+        if not self.mech.shared_experts_fused and m.num_shared_experts:
+            params = m.num_shared_experts * m.expert_params_per_gpu(self.tp_size)
+            shared_s = math.hypot(params * m.weight_bytes_per_param / self._bw, 2 * tokens * params / self._gemm_flops)
+            total += shared_s + UNFUSED_SHARED_EXPERT_FIXED_S
+        return total
 
     def _attention_layer_s(
         self, tokens: float, kv_tokens_read: float, decode_pairs: float, prefill_pairs: float
@@ -105,14 +137,40 @@ class RooflineCostModel:
         decode_pairs = batch.decode_context_tokens * batch.query_tokens_per_decode_seq
         total = m.num_moe_layers * self.moe_layer_s(tokens)
         total += m.num_dense_layers * self._dense_mlp_s(tokens)
-        total += m.num_layers * self._attention_layer_s(
+        total += m.num_layers * self._attention_s(
             tokens, batch.decode_context_tokens, decode_pairs, batch.prefill_attention_pairs
         )
         total += self._lm_head_s(decode_tokens + batch.prefill_seqs)
         total += STEP_OVERHEAD_S + PER_SEQ_OVERHEAD_S * (batch.decode_seqs + batch.prefill_seqs)
+        decode_only = batch.prefill_tokens == 0
         if not batch.cuda_graph:
+            if decode_only:  # the CPU launching every layer's kernels is the floor
+                total = max(total, m.num_layers * EAGER_DECODE_LAYER_FLOOR_S)
             total += m.num_layers * m.eager_layer_overhead_s
+        elif decode_only and 0 < batch.decode_seqs <= self.mech.torch_compile_max_bs:
+            total *= TORCH_COMPILE_DECODE_FACTOR
+        if not self.mech.overlap_schedule:
+            total += SCHEDULE_CPU_S + SCHEDULE_CPU_PER_SEQ_S * (batch.decode_seqs + batch.prefill_seqs)
         return total
+
+    def _attention_s(self, tokens: float, kv_tokens_read: float, decode_pairs: float,
+                     prefill_pairs: float) -> float:
+        """One attention layer; with DP attention each of attn_dp_size ranks takes its share of the
+        requests at tp/attn_dp heads per GPU (all ranks in step), plus the all-gather."""
+        dp = max(1, self.mech.attn_dp_size)
+        if dp == 1:
+            return self._attention_layer_s(tokens, kv_tokens_read, decode_pairs, prefill_pairs)
+        attn_tp = max(1, self.tp_size // dp)
+        m = self.model
+        params = m.attention_params_per_gpu(attn_tp)
+        kv_bytes = m.kv_elements_per_token_per_layer(attn_tp) * self.kv_dtype_bytes
+        mem_s = (params * m.weight_bytes_per_param + kv_tokens_read / dp * kv_bytes) / self._bw
+        comp_s = (
+            2 * tokens / dp * params / self._gemm_flops
+            + decode_pairs / dp * m.attention_flops_per_pair(attn_tp, decode=True) / self._attn_flops
+            + prefill_pairs / dp * m.attention_flops_per_pair(attn_tp, decode=False) / self._attn_flops
+        )
+        return math.hypot(mem_s, comp_s) + m.layer_fixed_s + DP_ATTENTION_ALLGATHER_S
 
     def draft_s(
         self,

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from tuner.runtime.sim.args import SimServerArgs
-from tuner.runtime.sim.cost import RooflineCostModel, default_cuda_graph_batch_sizes
+from tuner.runtime.sim.cost import Mechanisms, RooflineCostModel, default_cuda_graph_batch_sizes
 from tuner.runtime.sim.generation import PhraseBank, TokenGenerator, load_recorded_responses
 from tuner.runtime.sim.memory import MemoryPlan
 from tuner.runtime.sim.metrics import SimMetrics
@@ -115,7 +115,12 @@ class Engine:
         self.args = args
         self.plan = plan
         self.metrics = metrics
-        self.cost_model = RooflineCostModel(model, gpu, args.tp_size, args.kv_dtype_bytes)
+        self.cost_model = RooflineCostModel(model, gpu, args.tp_size, args.kv_dtype_bytes, Mechanisms(
+            torch_compile_max_bs=args.torch_compile_max_bs if args.enable_torch_compile else 0,
+            shared_experts_fused=not args.disable_shared_experts_fusion,
+            attn_dp_size=args.attn_dp_size,
+            overlap_schedule=not args.disable_overlap_schedule,
+        ))
         self.graph_sizes = captured_graph_sizes(args)
         self.scheduler = Scheduler(
             SchedulerConfig(

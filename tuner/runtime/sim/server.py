@@ -89,6 +89,9 @@ def plan_for(args: SimServerArgs) -> tuple[SimServerArgs, MemoryPlan]:
             page_size=args.page_size,
         )
     )
+    if args.attn_dp_size > 1 and model.attention == "mla" and plan.failure is None:
+        # DP attention: a rank keeps the latent KV of its own requests only, not a replica of everyone's
+        plan = replace(plan, max_total_num_tokens=plan.max_total_num_tokens * args.attn_dp_size)
     max_running = args.max_running_requests
     if max_running is None:
         max_running = default_max_running_requests(plan.max_total_num_tokens, args.context_length)

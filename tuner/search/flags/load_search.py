@@ -252,7 +252,7 @@ WorkloadFactory = Callable[[int], Workload]  # requests (sessions) per step -> w
 
 @dataclass
 class EngineStepRunner:
-    """Runs load steps against `running`: flush the prefix cache, scrape, send `requests_per_step` fresh
+    """Runs load steps against `running`: flush the engine's caches, scrape, send `requests_per_step` fresh
     requests (another seed each step) at the step's load, scrape again. Seconds spent scraping are added
     to `scrape_s`, those spent sending to `measure_s`."""
 
@@ -284,9 +284,10 @@ class EngineStepRunner:
         if self.config.mode == "concurrency":
             n = max(n, int(load))
         workload = self.workload_for(n)
-        # Common random numbers: every step (and every trial) sends the same prompts on the same arrival
-        # pattern, scaled to its rate, so differences come from the config and the load, not the dice. The
-        # prefix cache is flushed in between; where it cannot be, each step gets fresh prompts instead.
+        # Every step gets fresh prompts (another seed per step index) and a flushed cache, so no step is
+        # served from what an earlier one left behind (prefix cache, a suffix-speculation cache that
+        # /flush_cache may not clear). Common random numbers across trials: step i of every trial (and
+        # repeat) sends the same prompts on the same arrival pattern, scaled to its rate.
         flushed = self.running.flush_cache()
         if self._flush_works is not False:
             for _ in range(20):  # refused while aborted requests of an early-stopped step are unwinding
@@ -295,7 +296,7 @@ class EngineStepRunner:
                 time.sleep(0.1)
                 flushed = self.running.flush_cache()
             self._flush_works = bool(self._flush_works) or flushed
-        seed = self.seed if flushed else self.seed + 7919 * (index + 1)
+        seed = self.seed + 7919 * (index + 1)
         opts = replace(self.load, seed=seed, num_warmup=0)
         metrics_url = self.running.base_url + "/metrics"
         t0 = time.monotonic()

@@ -54,6 +54,19 @@ PRESETS: dict[str, dict[str, Any]] = {
             "speculative-suffix-min-token-prob": {"type": "float", "low": 0.01, "high": 0.5, "log": True},
         },
     },
+    # The demo's space (tuner/search/flags/demo.py): the knobs that decide goodput under a TPOT limit on
+    # an MoE model with an MTP head: speculative decoding and its depth, the batch cap, the prefill chunk.
+    "sglang-demo": {
+        "engine": "sglang",
+        "params": {
+            "speculative-algorithm": {"type": "categorical", "choices": [None, "NEXTN"]},
+            "speculative-num-steps": {"type": "int", "low": 1, "high": 4},
+            "speculative-eagle-topk": {"type": "categorical", "choices": [1, 2]},
+            "speculative-num-draft-tokens": {"type": "int", "low": 2, "high": 8},
+            "max-running-requests": {"type": "categorical", "choices": [8, 24, 64]},
+            "chunked-prefill-size": {"type": "categorical", "choices": [1024, 8192]},
+        },
+    },
     "vllm": {
         "engine": "vllm",
         "params": {

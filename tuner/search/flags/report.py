@@ -81,7 +81,19 @@ def launch_argv(report: StudyReport, flags: Mapping[str, Any], *, port: int = DE
     from tuner.runtime.engines import get_engine
 
     engine = get_engine(report.study.engine, **report.engine_options)
-    return engine.build_argv(report.study.model, port, flags, host="0.0.0.0")
+    return engine.build_argv(report.study.model, port, spelled_flags(report, flags), host="0.0.0.0")
+
+
+def spelled_flags(report: StudyReport, flags: Mapping[str, Any]) -> dict[str, Any]:
+    """`flags` (knob names, as searched) in the installed engine's spelling (as given when its flag surface
+    cannot be read, e.g. exporting on a machine without the engine)."""
+    from tuner.runtime.engines import get_engine
+    from tuner.runtime.session import engine_flags
+
+    try:
+        return engine_flags(get_engine(report.study.engine, **report.engine_options), flags, required=False)
+    except TunerError:
+        return dict(flags)
 
 
 def launch_command(argv: Sequence[str], env: Mapping[str, str]) -> str:
@@ -271,7 +283,7 @@ def _write_files(report: StudyReport, out: Path) -> list[Path]:
     if doc.get("gain"):
         g = doc["gain"]
         gain_text = f"; {g['ratio'] * 100:+.1f}% goodput over the engine's defaults"
-    put("best-config.yaml", config_yaml(best["flags"], best["env"] or {}, header=[
+    put("best-config.yaml", config_yaml(spelled_flags(report, best["flags"]), best["env"] or {}, header=[
         f"Best config of flag-search study {report.study.name!r} (trial {best['trial']}){gain_text}.",
         (f"Model {report.study.model}, {report.study.gpu or report.study.engine}; SLOs "
          f"{', '.join(report.slos)}."),

@@ -34,11 +34,11 @@ from tuner.search.flags.params import (
     same_value,
 )
 from tuner.search.flags.presets import preset_space
-from tuner.search.flags.space_check import SearchSpace, check_space, check_supported
+from tuner.search.flags.space_check import SearchSpace, check_engine_accepts, check_space, check_supported
 
 __all__ = [
     "ENV_PREFIX", "MAX_GRID_POINTS", "PARAM_KINDS", "Candidate", "InvalidSpaceError", "Param", "SearchSpace",
-    "active", "baseline_candidate", "candidate_from_values", "check_space", "check_supported",
+    "active", "baseline_candidate", "candidate_from_values", "check_engine_accepts", "check_space", "check_supported",
     "complete_values", "grid", "load_space", "nearest_values", "neighbour_values", "neighbours",
     "ordered_neighbour_values", "param_from_mapping", "round_float", "space_from_mapping", "suggest",
 ]

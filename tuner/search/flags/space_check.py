@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tuner.runtime.engines.base import RESERVED_FLAGS, normalize_flag, validate_flags
+from tuner.runtime.engines.base import RESERVED_FLAGS, Engine, normalize_flag, validate_flags
+from tuner.runtime.engines.surface import FlagSurface, FlagValueError, UnknownFlagError
 from tuner.search.flags.coupling import implied_conditions, static_problems
 from tuner.search.flags.params import InvalidSpaceError, Param, round_float, same_value
 
@@ -184,3 +185,34 @@ def check_space(space: SearchSpace) -> SearchSpace:
 def check_supported(space: SearchSpace, supported: set[str]) -> None:
     """Raise UnknownFlagError when the engine's --help does not list a flag the space can set."""
     validate_flags(dict.fromkeys(space.flag_names()), supported)
+
+
+def param_values(p: Param) -> list[Any]:
+    """The values of a parameter that bound what it can suggest: every choice, or low and high."""
+    if p.choices:
+        return list(p.choices)
+    return [v for v in (p.low, p.high) if v is not None]
+
+
+def check_engine_accepts(space: SearchSpace, engine: Engine, surface: FlagSurface) -> None:
+    """Every flag the space can set, under the name and with every value bound it can suggest, is one the
+    installed engine takes (knobs mapped to its spelling by the engine adapter). Raises UnknownFlagError or
+    FlagValueError naming each problem once, before any launch."""
+    engine.map_flags(dict(space.base_flags), surface)
+    unknown: list[str] = []
+    bad: list[str] = []
+    for p in space.params:
+        if p.env:
+            continue
+        for value in param_values(p) or [None]:
+            try:
+                engine.map_flags({**space.base_flags, p.name: value}, surface)
+            except UnknownFlagError as exc:
+                unknown.append(str(exc))
+                break
+            except FlagValueError as exc:
+                bad.append(f"parameter {p.key}: {exc}")
+    if unknown:
+        raise UnknownFlagError("; ".join(dict.fromkeys(unknown)))
+    if bad:
+        raise FlagValueError("; ".join(dict.fromkeys(bad)))

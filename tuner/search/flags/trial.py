@@ -26,6 +26,7 @@ from tuner.search.flags.load_search import (
     search_max_load,
 )
 from tuner.search.flags.objective import Clock, Objective
+from tuner.search.flags.sim_lag import measure_without_lag
 from tuner.search.flags.space import Candidate
 
 STAGES = SESSION_STAGES  # the same names as `tuner bench` (runtime/session.py)
@@ -126,11 +127,16 @@ def _failure_status(failure: SessionFailure) -> str:
 
 def run_trial(settings: TrialSettings, candidate: Candidate, *, repeats: int = 1,
               log: Any = None) -> TrialOutcome:
-    """Launch `candidate`, run `repeats` load searches in that one launch (another seed each), tear down.
+    """Launch `candidate`, run `repeats` load searches in that one launch (another seed each), tear down;
+    on the simulator, again at half the time scale when it lagged its model (sim_lag.py).
 
     Engine failures become an infeasible/failed TrialOutcome; the process group is gone when this returns,
     also on Ctrl-C (which is re-raised).
     """
+    return measure_without_lag(settings, lambda s: _run_trial_once(s, candidate, repeats, log), log)
+
+
+def _run_trial_once(settings: TrialSettings, candidate: Candidate, repeats: int, log: Any) -> TrialOutcome:
     engine = get_engine(settings.engine, **dict(settings.engine_options))
     plan = SessionPlan(engine=engine, model=settings.model, flags=dict(candidate.flags), env=candidate.env,
                        log_dir=settings.log_dir, ready_timeout_s=settings.ready_timeout_s,
