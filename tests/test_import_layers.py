@@ -23,6 +23,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "suffix": BASE | {"kernels", "models", "store", "export", "runtime", "search"},
     # learning and watching workloads: reads engines' metric names, stores models, queues re-tune jobs
     "workload": BASE | {"kernels", "models", "store", "export", "runtime", "search", "jobs"},
+    # `tuner serve`: the web layer over the jobs layer and the store's reads
+    "service": BASE | {"kernels", "models", "store", "export", "runtime", "search", "jobs"},
 }
 TOP = frozenset({"commands", "cli", "__main__"})  # may import anything
 # Imports that break a layer rule on purpose, each with why.

@@ -1,0 +1,38 @@
+"""The demo's flag search, declared once: `tuner demo` runs it in the terminal, `tuner demo --serve` (`make demo`)
+queues it in the service, and the web UI's form can be filled with it. A short SLO-driven search of GLM-4.7-FP8
+TP8 on the simulated H200 engine (no GPU needed)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from tuner.jobs.fields import add_arguments, from_namespace
+from tuner.jobs.specs import FlagSearchRequest
+
+DEMO_FLAG_SEARCH_ARGS: tuple[str, ...] = (
+    "--engine", "sim", "--model", "zai-org/GLM-4.7-FP8", "--base-flag", "tp-size=8",
+    "--sim-gpu", "H200", "--time-scale", "8",
+    "--preset", "sglang",
+    "--slo", "ttft_p99<=2s,tpot_p99<=50ms",
+    "--workload", "random", "--input-len", "4096", "--output-len", "256",
+    "--trials", "10", "--repeats", "3", "--top-k", "1",
+    "--requests-per-step", "24", "--max-load-steps", "3", "--rate-min", "1", "--rate-max", "24",
+    "--study", "demo-glm47-fp8-tp8-h200",
+)
+
+
+def demo_flag_search_request(extra_args: Sequence[str] = ()) -> FlagSearchRequest:
+    """The demo search's request; `extra_args` (flag-search options, e.g. ["--trials", "30"]) override it.
+    A JobError/SystemExit-free one-line TunerError for an option flag-search does not know."""
+    from tuner.errors import TunerError
+
+    parser = argparse.ArgumentParser(prog="tuner demo", add_help=False, exit_on_error=False)
+    add_arguments(parser, FlagSearchRequest, optional=("engine", "model"))
+    try:
+        args, unknown = parser.parse_known_args([*DEMO_FLAG_SEARCH_ARGS, *extra_args])
+    except argparse.ArgumentError as exc:
+        raise TunerError(f"tuner demo: {exc}") from None
+    if unknown:
+        raise TunerError(f"tuner demo: unknown flag-search option(s) {' '.join(unknown)}")
+    return from_namespace(FlagSearchRequest, args)
