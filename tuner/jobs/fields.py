@@ -24,12 +24,14 @@ _MISSING = dataclasses.MISSING
 
 def option(default: Any = _MISSING, *, help: str = "", choices: Iterable[Any] | None = None,
            parse: Callable[[str], Any] | None = None, flag: str | None = None, metavar: str | None = None,
-           group: str = "") -> Any:
+           group: str = "", off: str | None = None, off_help: str = "") -> Any:
     """A spec field with what its command-line argument needs. A tuple field is a repeatable argument
-    (`--flag A --flag B`), a bool field a switch; `flag` overrides the argument's name (default: the field
-    name with dashes); `group` names the --help section it is listed under."""
+    (`--flag A --flag B`), a bool field a switch, a `bool | None` field defaulting to None a pair of switches
+    (`--name` / `off`, default `--no-name`, described by `off_help`) left None when neither is given; `flag`
+    overrides the argument's name (default: the field name with dashes); `group` names the --help section it
+    is listed under."""
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "parse": parse,
-            "flag": flag, "metavar": metavar, "group": group}
+            "flag": flag, "metavar": metavar, "group": group, "off": off, "off_help": off_help}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple (or None) as the default of a repeatable option")
     return dataclasses.field(default=default, metadata=meta)
@@ -72,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, optional: Itera
         kwargs: dict[str, Any] = {"dest": f.name, "help": _help(f), "default": None}
         if f.metadata.get("metavar"):
             kwargs["metavar"] = f.metadata["metavar"]
+        if kind is bool and f.default is None:  # unset, on or off: --name / --no-name
+            pair = target.add_mutually_exclusive_group()
+            pair.add_argument(flag_of(f), action="store_true", **kwargs)
+            off = f.metadata.get("off") or "--no-" + flag_of(f)[2:]
+            pair.add_argument(off, dest=f.name, action="store_false", help=f.metadata.get("off_help", ""))
+            continue
         if kind is bool:
             target.add_argument(flag_of(f), action="store_true", **kwargs)
             continue

@@ -2,8 +2,8 @@
 
 Any number of workers on any number of hosts share one database. A worker that dies leaves its unit to be taken
 over when the lease ends (nothing it measured is lost: measurements are stored as they arrive); Ctrl-C gives the
-unit back at once. What a unit *does* is its job kind's handler (`handler_for(job)`): for kernel sweeps, a
-`SweepSession` on this worker's GPU, kept across the units of one job.
+unit back at once. What a unit *does* is its job kind's handler (`tuner.jobs.kinds.handler_for(context)`): for
+kernel sweeps, a `SweepSession` on this worker's GPU, kept across the units of one job.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Self
 
 from tuner.errors import LeaseLostError
-from tuner.jobs import units
+from tuner.jobs import kinds, units
+from tuner.jobs.context import UnitHandler, WorkerContext
 from tuner.store.db import Database, open_database
 
 log = logging.getLogger(__name__)
@@ -24,16 +25,6 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_S = 120.0  # a unit is taken over this long after its worker's last heartbeat
 DEFAULT_HEARTBEAT_S = 20.0
 DEFAULT_POLL_S = 2.0
-
-
-class UnitHandler(Protocol):
-    """Runs the units of one job in this worker (state such as a GPU session lives here between units)."""
-
-    def run(self, unit: units.UnitRecord) -> dict[str, Any]:
-        """Do the unit's work; returns its result (a JSON object). Raise to fail the unit."""
-        ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -64,7 +55,7 @@ class _Heartbeat:
             except Exception as exc:  # noqa: BLE001 - a database hiccup: try again at the next beat
                 log.warning("heartbeat for unit %s failed: %s", unit_id, exc)
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -107,9 +98,9 @@ def work(
                 return summary
             unit, job = claim.unit, claim.job
             label = f"job#{job.id}/{unit.key}"
-            if job.id not in handlers:
-                handlers[job.id] = handler_for(job)
             try:
+                if job.id not in handlers:
+                    handlers[job.id] = handler_for(job)
                 with _Heartbeat(db, unit.id, worker_id, lease_s, heartbeat_s) as beat:
                     result = handlers[job.id].run(unit)
                 if beat.lost:
@@ -155,51 +146,31 @@ def _fail(db: Database, unit_id: int, worker_id: str, error: str) -> None:
         log.warning("unit %s: %s", unit_id, exc)
 
 
-# ------------------------------------------------------------------------------------------ kernel sweeps on GPUs
-
-
-class SweepHandler:
-    """Runs a kernel sweep's units (one batch size each) in one `SweepSession` on this worker's GPU."""
-
-    def __init__(self, job: units.JobRecord, database_url: str, device_index: int,
-                 compile_workers: int | None = None, print_fn: Callable[[str], None] | None = None) -> None:
-        from tuner.jobs.kernel_sweep import spec_from_json
-        from tuner.search.kernel_sweep import SweepSession
-
-        self.session = SweepSession(spec_from_json(job.spec), database_url, device_index, compile_workers, print_fn)
-        self.print_fn = print_fn
-
-    def run(self, unit: units.UnitRecord) -> dict[str, Any]:
-        from tuner.search.kernel_sweep import batch_line
-
-        result = self.session.run_batch(int(unit.payload["batch_size"]))  # type: ignore[arg-type]
-        if self.print_fn is not None:
-            self.print_fn(batch_line(result))
-        return {"best": result.best.key if result.best else None, "latency_us": result.best_latency_us,
-                "engine_latency_us": result.engine_latency_us, "default_latency_us": result.default_latency_us,
-                "kept_engine_choice": result.kept_engine_choice, "measured": result.measured}
-
-    def close(self) -> None:
-        try:
-            self.session.mark("finished")
-        finally:
-            self.session.close()
+# ------------------------------------------------------------------------------------------ workers of this host
 
 
 def gpu_work(database_url: str, device_index: int, *, job_ids: list[int] | None = None,
              compile_workers: int | None = None, stay: bool = False,
              print_fn: Callable[[str], None] | None = None) -> WorkerSummary:
-    """A worker on GPU `device_index`: takes kernel-sweep units for this GPU's device name."""
-    import torch
-
-    from tuner.jobs.kernel_sweep import kind_for
+    """A worker on GPU `device_index`: takes the units of every job kind that runs on this GPU (kernel sweeps for
+    this GPU's device name, flag searches of real engines), dispatched through tuner.jobs.kinds."""
     from tuner.kernels.timing import require_cuda
 
     require_cuda()
-    device_name = torch.cuda.get_device_name(device_index)
+    context = WorkerContext(database_url, device_index, compile_workers, print_fn)
     worker_id = f"{units.new_worker_id()}/gpu{device_index}"
-    return work(database_url, lambda job: SweepHandler(job, database_url, device_index, compile_workers, print_fn),
-                kinds=[kind_for(device_name)], job_ids=job_ids, worker_id=worker_id, stay=stay, print_fn=print_fn)
+    return work(database_url, kinds.handler_for(context), kinds=kinds.claimed_kinds(context), job_ids=job_ids,
+                worker_id=worker_id, stay=stay, print_fn=print_fn)
+
+
+def cpu_work(database_url: str, *, job_ids: list[int] | None = None, stay: bool = False,
+             print_fn: Callable[[str], None] | None = None) -> WorkerSummary:
+    """A worker without a GPU: takes the units of job kinds that need none (exports, flag searches of the
+    simulated engine)."""
+    context = WorkerContext(database_url, None, None, print_fn)
+    worker_id = f"{units.new_worker_id()}/cpu"
+    return work(database_url, kinds.handler_for(context), kinds=kinds.claimed_kinds(context), job_ids=job_ids,
+                worker_id=worker_id, stay=stay, print_fn=print_fn)
 
 
 def _gpu_process(database_url: str, device_index: int, job_ids: list[int] | None, compile_workers: int | None) -> None:
