@@ -83,6 +83,7 @@ def create_app(config: cfg.ServiceConfig, db: Database, *, metrics: ServiceMetri
     metrics = metrics or ServiceMetrics(db)
     app = FastAPI(title="tuner", version="1", summary="Tuning jobs for LLM inference serving: kernel sweeps, "
                   "server-flag searches, exports", docs_url="/docs", redoc_url=None)
+    app.add_middleware(BodyLimit, limit=cfg.MAX_BODY_BYTES)
     app.state.db = db
     app.state.config = config
     app.state.metrics = metrics
@@ -195,25 +196,21 @@ def create_app(config: cfg.ServiceConfig, db: Database, *, metrics: ServiceMetri
             raise HTTPException(404, f"there is no flag study named {name!r}")
         return study
 
-    @app.get("/api/studies/{name}", tags=["flag search"])
-    def show_study(name: str) -> dict[str, Any]:
-        return study_or_404(name)
-
-    @app.get("/api/studies/{name}/trials", tags=["flag search"])
+    @app.get("/api/studies/{name:path}/trials", tags=["flag search"])
     def study_trials(name: str, offset: int = 0, limit: int = browse.DEFAULT_PAGE, kind: str | None = None,
                      status: str | None = None, sort: str = "trial_number") -> dict[str, Any]:
         study = study_or_404(name)
         return browse.trials_page(db, study["id"], offset=offset, limit=limit, kind=kind, status=status,
                                   sort=sort).to_dict()
 
-    @app.get("/api/studies/{name}/pareto", tags=["flag search"])
+    @app.get("/api/studies/{name:path}/pareto", tags=["flag search"])
     def study_pareto(name: str) -> dict[str, Any]:
         """Every measured load step of every search trial: throughput and goodput vs the study's Pareto latency
         metric (p99), the front marked; at most 3000 points (the whole front, a sample of the rest)."""
         study = study_or_404(name)
         return browse.study_pareto(db, study["id"]) or {}
 
-    @app.get("/api/studies/{name}/export.zip", tags=["flag search"])
+    @app.get("/api/studies/{name:path}/export.zip", tags=["flag search"])
     def study_export(name: str) -> Response:
         """The study's report folder as a zip: best.json, launch command, the engine's --config YAML, trials."""
         from tuner.search.flags.report import load_report, write_report
@@ -225,6 +222,11 @@ def create_app(config: cfg.ServiceConfig, db: Database, *, metrics: ServiceMetri
         with tempfile.TemporaryDirectory(prefix="tuner-export-") as tmp:
             write_report(report, Path(tmp) / "report", force=True)
             return _zip_response(Path(tmp) / "report", cfg.safe_filename(name, ".zip"))
+
+    @app.get("/api/studies/{name:path}", tags=["flag search"])
+    def show_study(name: str) -> dict[str, Any]:
+        """One study (its name may hold any character, "/" included)."""
+        return study_or_404(name)
 
     @app.get("/api/trials/{trial_id}/log", tags=["flag search"])
     def trial_log(trial_id: int) -> dict[str, Any]:

@@ -17,12 +17,10 @@ from tuner.jobs import fields as job_fields
 
 
 def field_list(request_type: type) -> list[dict[str, Any]]:
-    """One entry per option of `request_type`: name, type (string|integer|number|boolean|list), default (None:
+    """One entry per field of `request_type` (options of the CLI, and API-only fields such as device_name): name, type (string|integer|number|boolean|list), default (None:
     none), required, choices, help, group. The web UI builds its job form from this."""
     out = []
     for f in dataclasses.fields(request_type):
-        if "help" not in f.metadata:
-            continue
         kind = job_fields._kind(request_type, f)  # noqa: SLF001 - the one place that strips Optional
         type_name = ("list" if typing.get_origin(kind) is tuple else
                      {bool: "boolean", int: "integer", float: "number"}.get(kind, "string"))
@@ -33,10 +31,13 @@ def field_list(request_type: type) -> list[dict[str, Any]]:
             default = "inf"
         out.append({"name": f.name, "type": type_name, "default": default,
                     "required": f.default is dataclasses.MISSING, "choices": list(f.metadata.get("choices") or []),
-                    "help": f.metadata.get("help", ""), "group": f.metadata.get("group", "")})
+                    "help": f.metadata.get("help", "") or _API_ONLY_HELP.get(f.name, ""),
+                    "group": f.metadata.get("group", "")})
     return out
 
 
+_API_ONLY_HELP = {"device_name": "the GPU it is for, as torch.cuda.get_device_name() says (e.g. NVIDIA H200); "
+                                  "empty: GPU 0 of the service's host"}
 _PY_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float | str, "boolean": bool,
                              "list": list[str]}
 

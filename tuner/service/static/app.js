@@ -180,9 +180,10 @@ async function renderResult(job, result, body) {
     body.replaceChildren(...parts);
     await renderStudy(study, document.getElementById("study-view"), true).catch(e =>
       document.getElementById("study-view").replaceChildren(h("p", {class: "muted"}, e.message)));
-  } else if (kind === "kernel_sweep" && result && (result.sweep_ids || result.sweep_id)) {
-    const ids = result.sweep_ids || [result.sweep_id];
-    body.replaceChildren(h("p", {}, "Sweeps: ", ids.map(s => h("a", {href: `#/sweep/${s}`}, `#${s} `))));
+  } else if (kind === "kernel_sweep" && result && result.sweeps) {
+    body.replaceChildren(h("h2", {}, "Sweeps"), h("ul", {}, result.sweeps.map(s => h("li", {},
+      s.sweep_id ? h("a", {href: `#/sweep/${s.sweep_id}`}, `#${s.sweep_id}`) : "(nothing stored yet)",
+      ` ${s.kernel} ${s.shape_key} on ${s.device_name}: ${s.batches.length} batch sizes done`))));
   } else {
     body.replaceChildren();
   }
