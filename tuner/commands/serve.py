@@ -39,8 +39,25 @@ def service_config(args: argparse.Namespace, settings: Settings):  # type: ignor
                          heartbeat_s=min(5.0, args.lease_s / 3))
 
 
+def check_gpus(gpus: list[int]) -> None:
+    """Each --gpu is a GPU of this machine (NoGpuError / TunerError in one line before anything starts)."""
+    if not gpus:
+        return
+    import torch
+
+    from tuner.errors import NoGpuError, TunerError
+
+    if not torch.cuda.is_available():
+        raise NoGpuError("--gpu: no CUDA GPU is visible here; serve without --gpu (CPU kinds only) or on a GPU host")
+    for gpu in gpus:
+        if not 0 <= gpu < torch.cuda.device_count():
+            raise TunerError(f"--gpu {gpu}: this machine has GPUs 0..{torch.cuda.device_count() - 1}")
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tuner.service.server import serve
 
-    serve(service_config(args, settings), log_dir=settings.data_dir / "logs" / "service")
+    config = service_config(args, settings)
+    check_gpus(args.gpu)
+    serve(config, log_dir=settings.data_dir / "logs" / "service")
     return 0
