@@ -142,6 +142,14 @@ def create_app(config: cfg.ServiceConfig, db: Database, *, metrics: ServiceMetri
     for job_kind in registry.all_kinds():
         _add_create_route(app, db, job_kind, guard)
 
+    @app.get("/api/demo-request", tags=["jobs"])
+    def demo_request() -> dict[str, Any]:
+        """The demo's flag search (simulated engine) as a request body for POST /api/jobs/flag_search."""
+        from tuner.jobs.demo import demo_flag_search_request
+        from tuner.jobs.fields import to_dict
+
+        return {k: v for k, v in to_dict(demo_flag_search_request()).items() if v not in (None, [], False)}
+
     @app.get("/api/jobs/{job_id}", tags=["jobs"])
     def show_job(job_id: int) -> dict[str, Any]:
         job = browse.job_detail(db, job_id)

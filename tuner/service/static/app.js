@@ -244,7 +244,7 @@ async function renderStudy(name, into, live) {
       baseline: pt.is_baseline, ok: pt.meets_slo, title: `trial ${pt.trial} step ${pt.step}: load ${fmt(pt.load, 2)}, `
       + `goodput ${fmt(pt.goodput_tok_s)} tok/s, throughput ${fmt(pt.throughput_tok_s)} tok/s, ${p.metric} ${fmt(pt.latency_s, 3)} s`})),
       {xLabel: `${p.metric} (s)`, yLabel: "goodput (tok/s)", id: "pareto-chart"}),
-      h("p", {class: "muted"}, "Blue: the front (no other step has more throughput at less latency); orange: baseline; red: missed the SLOs."));
+      h("p", {class: "muted"}, "Blue: the front (no other step has more goodput at less latency); orange: baseline; red: missed the SLOs."));
   }).catch(e => setStatus(e.message));
   into.append(h("h2", {}, "Trials"), h("div", {id: "trials"}));
   await trialTable(study, document.getElementById("trials"), {offset: 0, sort: "trial_number"});
