@@ -75,7 +75,7 @@ def test_a_killed_service_takes_its_workers_with_it_and_a_restart_carries_on(tmp
     with serving(tmp_path, port, "--cpu-workers", "2") as proc:
         page = httpx.get(url + "/")
         assert page.status_code == 200 and "/static/app.js" in page.text
-        job = httpx.post(url + "/api/jobs/kernel_sweep", json=BODY, timeout=30).json()
+        job = httpx.post(url + "/api/jobs/kernel_sweep", json=BODY, timeout=120).json()
         deadline = time.monotonic() + 30
         while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
