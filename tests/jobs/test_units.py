@@ -234,3 +234,24 @@ def test_progress_counts_units_and_live_workers_hold_leases(db: Database) -> Non
     (alive,) = units.live_workers(db)
     assert alive.worker_id == "w1" and alive.lease_expires_at > alive.last_heartbeat_at
     assert [j.id for j in units.list_jobs(db, kinds=["kernel_sweep"], states=["running"])] == [job.id]
+
+
+def test_units_of_an_in_order_job_are_claimed_one_at_a_time_and_a_failure_stops_the_rest(db):  # type: ignore[no-untyped-def]
+    job = units.create_job(db, "flag_search:sim", {"s": 1}, [("baseline", {}), ("trial 1", {}), ("trial 2", {})],
+                           in_order=True, max_attempts=2)
+    other = units.create_job(db, "flag_search:sim", {"s": 2}, [("baseline", {})], in_order=True)
+    first = units.claim_unit(db, "w1")
+    assert first is not None and first.unit.key == "baseline" and first.job.id == job.id
+    second = units.claim_unit(db, "w2")  # the next unit of that job waits; another job's first unit does not
+    assert second is not None and second.job.id == other.id
+    assert units.claim_unit(db, "w3") is None
+    units.complete(db, first.unit.id, "w1", {})
+    nxt = units.claim_unit(db, "w3")
+    assert nxt is not None and nxt.unit.key == "trial 1"
+    units.fail(db, nxt.unit.id, "w3", "NothingCanLaunchError: the baseline could not launch")
+    states = {u.key: u.state for u in units.list_units(db, job.id)}
+    assert states == {"baseline": "done", "trial 1": "failed", "trial 2": "cancelled"}
+    assert units.get_job(db, job.id).state == "failed"
+    assert units.requeue_failed(db, job.id) == 2  # fixed and run again: both come back, still in order
+    again = units.claim_unit(db, "w4")
+    assert again is not None and again.unit.key == "trial 1" and units.claim_unit(db, "w5") is None

@@ -79,7 +79,7 @@ def test_tuner_bench_on_the_sim_prints_stores_and_agrees_with_the_engine(tmp_pat
         db.dispose()
     assert len(runs) == 1 and runs[0].status == "ok"
     assert runs[0].flags == {"tp-size": 8, "startup-seconds": 2, "cuda-graph-max-bs": 16}
-    assert set(runs[0].stage_seconds) == {"validate", "launch", "warmup", "scrape", "load", "teardown"}
+    assert set(runs[0].stage_seconds) == {"validate", "launch", "ready", "warmup", "load", "scrape", "teardown"}
 
 
 def test_an_oom_at_launch_is_reported_and_stored_not_a_traceback(tmp_path, capsys):

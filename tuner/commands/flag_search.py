@@ -6,6 +6,7 @@ Parses flags (declared by tuner.jobs.specs.FlagSearchRequest) and prints; the wo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -51,24 +52,31 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.show_space:
         print(json.dumps(space.describe(), indent=2, default=str))
         return 0
-    config, trial_settings = request.to_study(settings, space)
+    if request.log_dir is None:  # this command's data folder (--data-dir), not the worker's default
+        request = dataclasses.replace(request, log_dir=str(request.log_folder(settings)))
+    config, _ = request.to_study(settings, space)
     db = open_database(settings.resolved_database_url)
     try:
-        return search(db, config, trial_settings, args, settings)
+        return search(db, request, config, args, settings)
     finally:
         db.dispose()
 
 
-def search(db: Any, config: Any, trial_settings: Any, args: argparse.Namespace, settings: Settings) -> int:
+def search(db: Any, request: FlagSearchRequest, config: Any, args: argparse.Namespace, settings: Settings) -> int:
+    """Submit the flag_search job and run it here with a local worker (the service runs the same job on its
+    workers), then print the summary and write the report."""
+    from tuner.jobs import flag_search
+    from tuner.jobs.kinds import WorkerContext, handler_for
+    from tuner.jobs.worker import work
     from tuner.search.flags.report import load_report, render_summary, write_report
-    from tuner.search.flags.study import run_study
-    from tuner.search.flags.trial import EngineEvaluator
 
     print(f"study {config.name!r} in {db.display_url} ({config.sampler}, {config.n_trials} launches, SLOs "
           f"{', '.join(str(s) for s in config.objective.slos)})")
     for note in config.space.notes:
         print(f"  note: {note}")
-    run_study(db, config, EngineEvaluator(trial_settings, log=print))
+    url = settings.resolved_database_url
+    job = flag_search.persist(url, request, config)
+    work(url, handler_for(WorkerContext(url, print_fn=print)), job_ids=[job.id], raise_errors=True)
     report = load_report(db, config.name)
     print(render_summary(report))
     if report.best is None:

@@ -67,9 +67,11 @@ def _load_builtins() -> None:
     if _BUILTINS_LOADED:
         return
     _BUILTINS_LOADED = True
+    from tuner.jobs.export_job import ExportKind
+    from tuner.jobs.flag_search import FlagSearchKind
     from tuner.jobs.kernel_sweep import KernelSweepKind
 
-    for kind in (KernelSweepKind(),):
+    for kind in (KernelSweepKind(), FlagSearchKind(), ExportKind()):
         _KINDS.setdefault(kind.name, kind)
 
 

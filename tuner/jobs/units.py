@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from tuner.errors import JobError, LeaseLostError
 from tuner.store.base import record_of
@@ -47,6 +47,7 @@ class JobRecord:
     error: str | None  # why it failed or was cancelled
     created_at: dt.datetime
     updated_at: dt.datetime
+    in_order: bool = False  # its units are claimed one at a time, in their order
 
 
 @dataclass(frozen=True)
@@ -122,12 +123,15 @@ def create_job(
     *,
     key: str | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    in_order: bool = False,
 ) -> JobRecord:
     """Create a job with its units (queued in the order given), or return the job that has this key already.
 
     `key` defaults to `job_key(kind, spec)`. Creating an existing job again adds the units it lacks (a
     resumed sweep with more batch sizes) and leaves the others as they are; a different kind, spec or unit
-    payload under the same key is a JobError, and so is adding units to a cancelled job.
+    payload under the same key is a JobError, and so is adding units to a cancelled job. With `in_order`, a
+    unit is only claimable once every unit before it has ended (each depends on the ones before: a flag
+    search's launches); a unit taken over after its worker died is still the first.
     """
     kind = _name(kind, "job kind")
     spec_json = _json_object(spec, "the job spec")
@@ -146,7 +150,8 @@ def create_job(
             sa.select(Job).where(Job.key == key).with_for_update().execution_options(populate_existing=True)
         ).one_or_none()
         if job is None:
-            job = Job(key=key, kind=kind, spec=spec_json, state="queued", max_attempts=max_attempts)
+            job = Job(key=key, kind=kind, spec=spec_json, state="queued", max_attempts=max_attempts,
+                      in_order=bool(in_order))
             session.add(job)
             session.flush()
             existing: dict[str, JsonObject] = {}
@@ -323,6 +328,10 @@ def claim_unit(
             query = query.where(Job.kind.in_(kind_list))
         if job_ids is not None:
             query = query.where(Job.id.in_([int(j) for j in job_ids]))
+        earlier = aliased(WorkUnit)
+        open_before = (sa.select(earlier.id).where(earlier.job_id == WorkUnit.job_id, earlier.id < WorkUnit.id,
+                                                   earlier.state.in_(("queued", "claimed"))).exists())
+        query = query.where(sa.or_(Job.in_order.is_(False), ~open_before))
         row = session.execute(query).first()
         if row is None:
             return None
@@ -388,7 +397,9 @@ def complete(
 
 def fail(db: Database, unit_id: int, worker_id: str, error: str) -> UnitRecord:
     """Mark a unit `worker_id` holds as failed with `error` (not retried); LeaseLostError when it no longer
-    holds it. A job whose units have all ended, one or more failed, is failed."""
+    holds it. A job whose units have all ended, one or more failed, is failed. In a job whose units run in
+    order, the units after it are cancelled (each depends on the ones before); `requeue_failed` brings them
+    back."""
     if not isinstance(error, str) or not error.strip():
         raise JobError("fail() needs the error text saying why the unit failed")
     return _finish(db, unit_id, worker_id, "fail", state="failed", error=error)
@@ -418,13 +429,15 @@ def release(db: Database, unit_id: int, worker_id: str) -> UnitRecord:
 
 def requeue_failed(db: Database, job_id: int) -> int:
     """Put a job's failed units back in the queue with a fresh attempt count (running the same job again after
-    fixing what failed); returns how many. A cancelled job stays cancelled (JobError)."""
+    fixing what failed), and the units a failure cancelled in a job that runs in order; returns how many. A
+    cancelled job stays cancelled (JobError)."""
 
     def work(session: Session) -> int:
         job = _job_row(session, job_id, lock=True)
         if job.state == "cancelled":
             raise JobError(f"job {job_id} was cancelled; create it again instead of re-queueing its units")
-        count = _update(session, sa.update(WorkUnit).where(WorkUnit.job_id == job_id, WorkUnit.state == "failed")
+        again = ("failed", "cancelled") if job.in_order else ("failed",)
+        count = _update(session, sa.update(WorkUnit).where(WorkUnit.job_id == job_id, WorkUnit.state.in_(again))
                         .values(state="queued", attempts=0, worker_id=None, lease_expires_at=None, error=None))
         _refresh_job_state(session, job)
         return count
@@ -470,7 +483,12 @@ def _finish(db: Database, unit_id: int, worker_id: str, action: str, **values: o
     def work(session: Session) -> UnitRecord:
         _owned_update(session, unit_id, worker_id, action, lease_expires_at=None, **values)
         unit = _unit_row(session, unit_id)
-        _refresh_job_state(session, _job_row(session, unit.job_id, lock=True))
+        job = _job_row(session, unit.job_id, lock=True)
+        if values.get("state") == "failed" and job.in_order:
+            _update(session, sa.update(WorkUnit)
+                    .where(WorkUnit.job_id == job.id, WorkUnit.id > unit_id, WorkUnit.state == "queued")
+                    .values(state="cancelled", error=f"not run: unit {unit.key!r} before it failed"))
+        _refresh_job_state(session, job)
         return _unit_record(unit)
 
     return db.transaction(work)

@@ -76,12 +76,14 @@ def work(
     poll_s: float = DEFAULT_POLL_S,
     stay: bool = False,
     print_fn: Callable[[str], None] | None = None,
+    raise_errors: bool = False,
 ) -> WorkerSummary:
     """Claim and run units of `kinds` (and of `job_ids`, if given) until none is left.
 
     Units other workers hold are waited for (if such a worker died, its lease ends and the unit comes back); with
     `stay`, the worker polls for new work forever (a service's worker). Ctrl-C releases the unit in hand and
-    re-raises. A unit whose handler raises is failed with the error; the loop goes on.
+    re-raises. A unit whose handler raises is failed with the error; the loop goes on (with `raise_errors`, as
+    a command running its own job in-process wants, the error is raised once the unit is recorded failed).
     """
     worker_id = worker_id or units.new_worker_id()
     summary = WorkerSummary(worker_id)
@@ -117,6 +119,8 @@ def work(
                 log.exception("%s failed", label)
                 _fail(db, unit.id, worker_id, f"{type(exc).__name__}: {exc}")
                 summary.failed.append(label)
+                if raise_errors:
+                    raise
                 say(f"{label} failed: {type(exc).__name__}: {exc}")
     finally:
         for handler in handlers.values():

@@ -26,11 +26,12 @@ from tuner.runtime.loadgen.client import LoadOptions, run_load_sync
 from tuner.runtime.loadgen.summary import ClientSummary, Slo, summarize
 from tuner.runtime.loadgen.workloads import Workload
 from tuner.runtime.scraper import Delta, GaugeSampler, GaugeStat, delta
+from tuner.runtime.session import STAGES as SESSION_STAGES
 from tuner.runtime.session import EngineExited, EngineSession, SessionPlan, run_session
 
 log = logging.getLogger(__name__)
 
-STAGES: tuple[str, ...] = ("validate", "launch", "warmup", "load", "scrape", "teardown")
+STAGES: tuple[str, ...] = SESSION_STAGES  # one list for bench and flag-search trials (runtime/session.py)
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def run_bench(spec: BenchSpec, *, db: Any = None) -> BenchResult:
         gpu = detect_gpu_name()
     plan = SessionPlan(engine=engine, model=spec.model, flags=flags, env=spec.env, log_dir=spec.log_dir,
                        ready_timeout_s=spec.ready_timeout_s, check_flags=spec.check_flags,
-                       teardown_grace_s=spec.teardown_grace_s, ready_stage="launch")
+                       teardown_grace_s=spec.teardown_grace_s)
     measured = _Measured()
     session = run_session(plan, functools.partial(_measure, spec, measured))
     figures: EngineFigures | None = None

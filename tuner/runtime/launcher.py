@@ -177,6 +177,35 @@ def _install_exit_handlers() -> None:
                 signal.signal(sig, _raise_system_exit)
 
 
+# Sets the parent-death signal on itself, then becomes the engine (the signal survives execve): for launches
+# from a process with other threads running (a worker's lease heartbeat), where preexec_fn is unsafe.
+_EXEC_WITH_PARENT_DEATH = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(137)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _popen_argv(argv: list[str]) -> tuple[list[str], Any]:
+    """(the argv to start, its preexec_fn) so that the engine is SIGKILLed if we die, even by SIGKILL: a
+    preexec_fn when this is the only thread, else a small Python exec'ing the engine after setting the signal
+    on itself. Launching from another thread than the main one, nothing (the signal would fire when that
+    thread ends). FileNotFoundError when argv[0] is not found, as Popen raises it."""
+    import errno
+    import shutil
+    import sys
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(os, "getppid"):
+        return argv, None
+    if threading.active_count() == 1:
+        return argv, _parent_death_signal()
+    if shutil.which(argv[0]) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    return [sys.executable, "-c", _EXEC_WITH_PARENT_DEATH, str(os.getpid()), *argv], None
+
+
 def _parent_death_signal() -> Any:
     """A preexec_fn asking Linux to SIGKILL the engine if we die (even by SIGKILL), or None.
 
@@ -289,9 +318,10 @@ def _start(engine: Engine, argv: list[str], env_flags: Mapping[str, str], log_pa
         logf.write(f"[tuner] argv: {argv!r}\n".encode())
         logf.flush()
         try:
+            popen_argv, preexec = _popen_argv(argv)
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=_parent_death_signal(), close_fds=True,
+                popen_argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True, preexec_fn=preexec, close_fds=True,
             )
         except FileNotFoundError as exc:
             raise EngineLaunchError(

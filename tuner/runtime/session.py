@@ -31,9 +31,11 @@ from tuner.runtime.loadgen.workloads import Workload
 from tuner.runtime.scraper import MetricsParseError, Snapshot, scrape
 from tuner.runtime.stages import StageTimer
 
-# What a session times, in order. The caller's measurement adds its own stage ("load" for one bench load,
-# "measure" for the load steps of a flag-search trial; the stored rows of each keep that name).
-STAGES: tuple[str, ...] = ("validate", "launch", "ready", "warmup", "scrape", "teardown")
+# What a session times, in order, the same for `tuner bench` and every flag-search trial: the caller's
+# measurement times its requests as "load" (one bench load, or the load steps of a trial) and its metric
+# scrapes as "scrape". (Rows stored before this had "measure" for a trial's load and, for bench, no "ready":
+# the wait for /health was inside "launch".)
+STAGES: tuple[str, ...] = ("validate", "launch", "ready", "warmup", "load", "scrape", "teardown")
 LOG_TAIL_LINES = 60  # kept with a failed run (the launcher's own messages carry 30)
 CLASSIFY_LINES = 400  # log lines searched for the reason an engine died
 
@@ -46,8 +48,7 @@ class EngineExited(EngineError):
 
 @dataclass(frozen=True)
 class SessionPlan:
-    """What one launch needs. `ready_stage` names the stage the wait for /health is timed under ("ready";
-    `tuner bench` keeps it inside "launch", as its stored runs always had it)."""
+    """What one launch needs."""
 
     engine: Engine
     model: str
@@ -57,7 +58,6 @@ class SessionPlan:
     ready_timeout_s: float = 1800.0
     check_flags: bool = True  # read the engine's --help and reject unknown flags before launching
     teardown_grace_s: float = 15.0
-    ready_stage: str = "ready"
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ def run_session(plan: SessionPlan, measure: Callable[[EngineSession], T]) -> Ses
                       log_path=str(exc.log_path) if exc.log_path else None, log_tail=exc.log_tail or None)
     ready_s = running.ready_s or 0.0
     stages.add("launch", time.monotonic() - t0 - ready_s)
-    stages.add(plan.ready_stage, ready_s)
+    stages.add("ready", ready_s)
 
     session: EngineSession | None = None
     value: T | None = None

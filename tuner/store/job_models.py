@@ -2,7 +2,7 @@
 
 A job (a kernel sweep, a flag search, an export) is split into units; a worker holds a unit under a lease
 that it extends by heartbeats. The functions using these rows are in `tuner.jobs.units`; the schema is
-created by migration 0005_work_units.
+created by migrations 0005_work_units and 0007_jobs_in_order.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+import sqlalchemy as sa
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tuner.store.base import Base, JsonOrNull, UtcDateTime, utc_now
@@ -28,6 +29,8 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String)  # queued | running | finished | failed | cancelled
     max_attempts: Mapped[int] = mapped_column(Integer)  # claims of one unit before it is failed
+    # units claimed one at a time in their order (0007_jobs_in_order): a flag search's launches
+    in_order: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa.false())
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utc_now)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utc_now, onupdate=utc_now)
     error: Mapped[str | None] = mapped_column(Text)

@@ -92,7 +92,7 @@ def test_a_real_search_respects_the_slos_and_records_ooms(searched):
                    key=lambda s: s["figures"]["goodput_tok_s"])
         assert best["figures"]["latency_s"]["ttft_p99"] <= 2.0 and best["figures"]["latency_s"]["tpot_p99"] <= 0.1
         assert best["figures"]["goodput_tok_s"] == pytest.approx(r.goodput_tok_s)
-        assert set(r.stage_seconds) >= {"launch", "ready", "warmup", "measure", "scrape", "teardown"}
+        assert set(r.stage_seconds) >= {"launch", "ready", "warmup", "load", "scrape", "teardown"}
         assert r.server_info["chunked_prefill_size"] == r.flags.get("chunked-prefill-size", 8192)
         assert Path(r.log_path).is_file() and r.argv[1:3] == ["-m", "tuner.runtime.sim"]
     ooms = [r for r in rows if r.failure_kind in ("oom", "predicted_oom")]
@@ -228,3 +228,25 @@ def test_tuner_export_writes_the_flag_study_for_deployment(searched, tmp_path, c
     # a second export refuses to overwrite
     assert main(["--data-dir", str(data_dir), "export", "--flag-study", "simtest", "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_the_search_ran_as_a_job_of_one_unit_per_launch(searched):
+    from tuner.jobs import kinds, units
+
+    _, tmp, db = searched
+    (job,) = units.list_jobs(db)
+    assert job.kind == "flag_search:sim" and job.state == "finished" and job.in_order
+    keys = [u.key for u in units.list_units(db, job.id)]
+    assert keys == ["baseline", *[f"trial {i}" for i in range(1, 12)], "re-measure 1", "re-measure 2"]
+    result = kinds.get_kind(job.kind).result(db.url, job)
+    best = store.get_study(db, "simtest").result["best"]
+    assert (result.study, result.best_trial, result.best_median) == ("simtest", best["trial"], best["median"])
+    assert result.units_done == result.units_total == 14 and result.best_flags == best["flags"]
+    # the same command again finds the finished job: nothing is launched
+    study_id = store.get_study(db, "simtest").id
+    before = len(store.list_trials(db, study_id, "search")) + len(store.list_trials(db, study_id, "remeasure"))
+    assert _run_cli(_args(tmp, "--trials", "12", "--repeats", "3", "--top-k", "1", "--out", str(tmp / "out")),
+                    tmp) == 0
+    assert [j.id for j in units.list_jobs(db)] == [job.id]
+    after = len(store.list_trials(db, study_id, "search")) + len(store.list_trials(db, study_id, "remeasure"))
+    assert after == before

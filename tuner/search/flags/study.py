@@ -233,6 +233,7 @@ class FlagStudyRun:
         self.directions = memory_directions(config.space)
         self.owner = _owner()
         self.record = self._open_record()
+        self._held = True  # this run owns the study (store.claim_study) until it is released
         self.study = self._open_optuna()
         self._rng = random.Random(config.seed * 7919 + len(self.study.trials))
         self._param_order = [p.key for p in config.space.params]
@@ -345,15 +346,38 @@ class FlagStudyRun:
             result = self._finish()
             status = "finished"
         finally:
-            store.release_study(self.db, self.record.id, self.owner, status)
+            self._release(status)
         return StudyOutcome(store.get_study(self.db, self.config.name) or self.record, result)
 
-    def _search(self) -> None:
+    def run_step(self, *, launches: int, remeasures: int, last: bool) -> dict[str, Any]:
+        """One work unit of a flag-search job (at most one engine launch): search until `launches` launches
+        (the baseline included) have run, then re-measure up to `remeasures` of the best candidates, and store
+        the result as it stands. Steps already done (a resumed job, an interrupted launch queued again) cost
+        nothing. The study is held only while the step runs, so the next unit may run in another worker; its
+        status is "finished" after the `last` step."""
+        status = "interrupted"
+        if not self._held:
+            self.record = self._open_record()
+            self._held = True
+        try:
+            self._search(upto=launches)
+            result = self._finish(max_remeasures=remeasures)
+            status = "finished" if last else "running"
+        finally:
+            self._release(status)
+        return result
+
+    def _release(self, status: str) -> None:
+        store.release_study(self.db, self.record.id, self.owner, status)
+        self._held = False
+
+    def _search(self, upto: int | None = None) -> None:
         c = self.config
+        limit = c.n_trials if upto is None else min(upto, c.n_trials)
         asks = 0
         while True:
             by_key, failures, launched = self._history()
-            if launched >= c.n_trials:
+            if launched >= limit:
                 return
             if asks >= MAX_ASKS_PER_TRIAL * c.n_trials + 10:
                 self.out("the space seems exhausted (the sampler keeps proposing measured configs); stopping")
@@ -523,7 +547,7 @@ class FlagStudyRun:
             self.out(f"  infeasible ({outcome.failure_kind}): {first_line}")
 
     # ---- re-measurement and result --------------------------------------------------------------------
-    def _finish(self) -> dict[str, Any]:
+    def _finish(self, max_remeasures: int | None = None) -> dict[str, Any]:
         c = self.config
         trials = store.list_trials(self.db, self.record.id, kind="search")
         measured = [t for t in trials if t.status == "ok" and t.goodput_tok_s is not None]
@@ -544,9 +568,9 @@ class FlagStudyRun:
                                 else [])
             remeasured = {t.trial_number: t for t in store.list_trials(self.db, self.record.id, "remeasure")
                           if t.status in ("ok", "infeasible")}
-            for t in todo:
+            for i, t in enumerate(todo):
                 row = remeasured.get(t.trial_number)
-                if row is None:
+                if row is None and (max_remeasures is None or i < max_remeasures):
                     row = self._remeasure(t)
                 samples = [float(x) for x in (row.values or [])] if row is not None else []
                 if samples:

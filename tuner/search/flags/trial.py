@@ -1,5 +1,5 @@
 """One flag-search trial: one engine session (runtime/session.py: validate, launch, ready, warm-up, scrape,
-teardown) in which the load searches run ("measure"), with the engine's resolved args (/server_info), its
+teardown) in which the load searches run (timed as "load", as in `tuner bench`), with the engine's resolved args (/server_info), its
 log and the metrics. Launch failures (OOM, CUDA graph capture, bad argument, timeout, crash) come back as an infeasible
 outcome with the classified reason, never as an exception.
 
@@ -16,6 +16,7 @@ from typing import Any
 
 from tuner.runtime.engines import get_engine
 from tuner.runtime.loadgen.client import LoadOptions
+from tuner.runtime.session import STAGES as SESSION_STAGES
 from tuner.runtime.session import EngineSession, SessionFailure, SessionPlan, run_session
 from tuner.search.flags.load_search import (
     EngineStepRunner,
@@ -27,7 +28,7 @@ from tuner.search.flags.load_search import (
 from tuner.search.flags.objective import Clock, Objective
 from tuner.search.flags.space import Candidate
 
-STAGES = ("validate", "launch", "ready", "warmup", "measure", "scrape", "teardown")  # the session's + "measure"
+STAGES = SESSION_STAGES  # the same names as `tuner bench` (runtime/session.py)
 # Kinds a config causes (the search learns from them) vs kinds of the environment (the trial is retried).
 INFEASIBLE_KINDS = (
     "oom", "kv_cache", "cuda_graph", "invalid_argument", "timeout", "crash", "slo", "predicted_oom",
@@ -111,7 +112,7 @@ def _measure(settings: TrialSettings, repeats: int, log: Any, searches: list[Loa
         try:
             searches.append(search_max_load(runner, settings.load_search, score_kind=settings.objective.kind))
         finally:
-            session.stages.add("measure", runner.measure_s)
+            session.stages.add("load", runner.measure_s)
             session.stages.add("scrape", runner.scrape_s)
     return searches
 
