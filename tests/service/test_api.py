@@ -216,3 +216,22 @@ def test_metrics_count_jobs_and_units_by_state_from_the_database(client, db) -> 
     best = [v for (name, labels), v in samples.items() if name == "tuner_study_best_objective"]
     assert len(best) == 1 and best[0] > 1500
     assert ("tuner_units_lease_expired", ()) in samples
+
+
+def test_an_export_job_runs_on_a_cpu_worker_and_downloads_as_a_zip(client, db, db_url, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tuner.jobs import kinds
+    from tuner.jobs.worker import work
+
+    monkeypatch.setenv("TUNER_DATA_DIR", str(tmp_path / "data-dir"))
+    seed.seed_sweep(db, n_configs=4)
+    job = client.post("/api/jobs/export", json={"model": "zai-org/GLM-4.7-FP8", "tp": 8}).json()
+    assert client.get(f"/api/jobs/{job['id']}/download").status_code == 409  # nothing written yet
+    context = kinds.WorkerContext(db_url)
+    summary = work(db_url, kinds.handler_for(context), kinds=kinds.claimed_kinds(context), job_ids=[job["id"]])
+    assert summary.failed == [] and client.get(f"/api/jobs/{job['id']}").json()["state"] == "finished"
+    r = client.get(f"/api/jobs/{job['id']}/download")
+    assert r.status_code == 200 and r.headers["content-disposition"].startswith(f'attachment; filename="export-job{job["id"]}')
+    names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+    assert any(n.startswith("configs/triton_3_4_0/") for n in names) and any(n.startswith("vllm/") for n in names)
+    sweep_job = client.post("/api/jobs/kernel_sweep", json=SWEEP_BODY).json()
+    assert client.get(f"/api/jobs/{sweep_job['id']}/download").status_code == 409  # only exports have files

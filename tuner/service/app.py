@@ -191,6 +191,23 @@ def create_app(config: cfg.ServiceConfig, db: Database, *, metrics: ServiceMetri
         return {"job_id": job_id, "kind": record.kind,
                 "result": None if result is None else browse._clean(dataclasses.asdict(result))}
 
+    @app.get("/api/jobs/{job_id}/download", tags=["jobs"])
+    def job_download(job_id: int) -> Response:
+        """A finished export job's files as a zip in the engine's folder layout (plus, for a flag study, the
+        engine's --config YAML and the launch command)."""
+        from tuner.jobs.export_job import export_archive
+
+        show_job(job_id)
+        record = units.get_job(db, job_id)
+        if record.kind.split(":", 1)[0] != "export":
+            raise HTTPException(409, f"job {job_id} is a {record.kind} job; only export jobs have a download")
+        result = registry.get_kind(record.kind).result(db.url, record)
+        if result is None or not result.files:
+            raise HTTPException(409, f"export job {job_id} has written nothing yet ({record.state})")
+        name = cfg.safe_filename(f"export-job{job_id}-{Path(result.out_dir).name}", ".zip")
+        return Response(export_archive(result), media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
     # ----------------------------------------------------------------------------------- flag studies
 
     @app.get("/api/studies", tags=["flag search"])

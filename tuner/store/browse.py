@@ -52,14 +52,35 @@ def page_bounds(offset: int, limit: int) -> tuple[int, int]:
     return offset, limit
 
 
-def _order(columns: Mapping[str, Any], sort: str, tie: Any) -> list[Any]:
-    """ORDER BY for `sort` ("name" ascending, "-name" descending) with `tie` breaking ties; NULLs last."""
+def _order(columns: Mapping[str, Any], sort: str, tie: Any, dialect: str) -> list[Any]:
+    """ORDER BY for `sort` ("name" ascending, "-name" descending) with `tie` breaking ties. Missing values (NULL)
+    come last when descending on every backend (PostgreSQL would put them first), first when ascending."""
     name = sort.lstrip("-")
     if name not in columns:
         raise BadQueryError(f"cannot sort by {name!r}; choose from {', '.join(sorted(columns))}")
     column = columns[name]
-    first = column.desc() if sort.startswith("-") else column.asc()
-    return [column.is_(None), first, tie.desc() if sort.startswith("-") else tie.asc()]
+    if not sort.startswith("-"):
+        return [column.asc(), *(t.asc() for t in _ties(tie))]
+    first = column.desc().nulls_last() if dialect == "postgresql" else column.desc()
+    return [first, *(t.desc() for t in _ties(tie))]
+
+
+def _ties(tie: Any) -> tuple[Any, ...]:
+    return tuple(tie) if isinstance(tie, (list, tuple)) else (tie,)
+
+
+def _page_rows(session: Session, model: Any, where: list[Any], order: list[Any], offset: int, limit: int) -> list[Any]:
+    """The rows of one page in two steps: the page's ids from the index (OFFSET skips index entries, not whole
+    rows with their JSON), then those rows."""
+    ids = list(session.scalars(sa.select(model.id).where(*where).order_by(*order).offset(offset).limit(limit)))
+    if not ids:
+        return []
+    found = {row.id: row for row in session.scalars(sa.select(model).where(model.id.in_(ids)))}
+    return [found[i] for i in ids]
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -83,8 +104,8 @@ def _row(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
     return {n: _clean(getattr(obj, n)) for n in names}
 
 
-def _count(session: Session, query: sa.Select[Any]) -> int:
-    return int(session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery())) or 0)
+def _count(session: Session, model: Any, where: list[Any]) -> int:
+    return int(session.scalar(sa.select(sa.func.count(model.id)).where(*where)) or 0)
 
 
 # ------------------------------------------------------------------------------------------------- jobs
@@ -101,15 +122,15 @@ def jobs_page(db: Database, *, offset: int = 0, limit: int = DEFAULT_PAGE, state
     """Jobs with their units counted by state (`units`: {state: n}, `units_total`), newest first by default.
     `kind` matches the stored kind's prefix ("kernel_sweep" finds "kernel_sweep:NVIDIA H200")."""
     offset, limit = page_bounds(offset, limit)
-    query = sa.select(Job)
+    where: list[Any] = []
     if states:
-        query = query.where(Job.state.in_(states))
+        where.append(Job.state.in_(states))
     if kind:
-        query = query.where(sa.or_(Job.kind == kind, Job.kind.startswith(kind + ":", autoescape=True)))
+        where.append(sa.or_(Job.kind == kind, Job.kind.startswith(kind + ":", autoescape=True)))
 
     def work(session: Session) -> Page:
-        total = _count(session, query)
-        rows = session.scalars(query.order_by(*_order(JOB_SORTS, sort, Job.id)).offset(offset).limit(limit)).all()
+        total = _count(session, Job, where)
+        rows = _page_rows(session, Job, where, _order(JOB_SORTS, sort, Job.id, _dialect(session)), offset, limit)
         counts = _unit_counts(session, [r.id for r in rows])
         items = []
         for r in rows:
@@ -152,13 +173,13 @@ def units_page(db: Database, job_id: int, *, offset: int = 0, limit: int = DEFAU
                states: list[str] | None = None) -> Page:
     """A job's units in queue order."""
     offset, limit = page_bounds(offset, limit)
-    query = sa.select(WorkUnit).where(WorkUnit.job_id == job_id)
+    where: list[Any] = [WorkUnit.job_id == job_id]
     if states:
-        query = query.where(WorkUnit.state.in_(states))
+        where.append(WorkUnit.state.in_(states))
 
     def work(session: Session) -> Page:
-        total = _count(session, query)
-        rows = session.scalars(query.order_by(WorkUnit.id).offset(offset).limit(limit))
+        total = _count(session, WorkUnit, where)
+        rows = _page_rows(session, WorkUnit, where, [WorkUnit.id], offset, limit)
         return Page([_row(r, UNIT_COLUMNS) for r in rows], total, offset, limit)
 
     return db.transaction(work, read_only=True)
@@ -182,16 +203,16 @@ def studies_page(db: Database, *, offset: int = 0, limit: int = DEFAULT_PAGE, en
                  model: str | None = None, sort: str = "-id") -> Page:
     """Flag studies (newest first) with their search trials counted by status (`trials`: {status: n})."""
     offset, limit = page_bounds(offset, limit)
-    query = sa.select(FlagStudy)
+    where: list[Any] = []
     if engine:
-        query = query.where(FlagStudy.engine == engine)
+        where.append(FlagStudy.engine == engine)
     if model:
-        query = query.where(FlagStudy.model == model)
+        where.append(FlagStudy.model == model)
 
     def work(session: Session) -> Page:
-        total = _count(session, query)
-        rows = session.scalars(query.order_by(*_order(STUDY_SORTS, sort, FlagStudy.id))
-                               .offset(offset).limit(limit)).all()
+        total = _count(session, FlagStudy, where)
+        rows = _page_rows(session, FlagStudy, where, _order(STUDY_SORTS, sort, FlagStudy.id, _dialect(session)),
+                          offset, limit)
         counts = _trial_counts(session, [r.id for r in rows])
         items = []
         for r in rows:
@@ -234,15 +255,17 @@ def trials_page(db: Database, study_id: int, *, offset: int = 0, limit: int = DE
     """A study's trials (search trials and re-measurements unless `kind` picks one), filtered by `status`,
     sorted by `sort` (see TRIAL_SORTS; "-goodput_tok_s" puts the best first)."""
     offset, limit = page_bounds(offset, limit)
-    query = sa.select(FlagTrial).where(FlagTrial.study_id == study_id)
+    where: list[Any] = [FlagTrial.study_id == study_id]
     if kind:
-        query = query.where(FlagTrial.kind == kind)
+        where.append(FlagTrial.kind == kind)
     if status:
-        query = query.where(FlagTrial.status == status)
+        where.append(FlagTrial.status == status)
+    # trial_number's ties broken as its unique index orders them, so the index serves the page
+    tie = (FlagTrial.kind, FlagTrial.attempt) if sort.lstrip("-") == "trial_number" else FlagTrial.id
 
     def work(session: Session) -> Page:
-        total = _count(session, query)
-        rows = session.scalars(query.order_by(*_order(TRIAL_SORTS, sort, FlagTrial.id)).offset(offset).limit(limit))
+        total = _count(session, FlagTrial, where)
+        rows = _page_rows(session, FlagTrial, where, _order(TRIAL_SORTS, sort, tie, _dialect(session)), offset, limit)
         return Page([_row(r, TRIAL_COLUMNS) for r in rows], total, offset, limit)
 
     return db.transaction(work, read_only=True)
@@ -279,16 +302,14 @@ def sweeps_page(db: Database, *, offset: int = 0, limit: int = DEFAULT_PAGE, mod
                 device_name: str | None = None, kernel: str | None = None, sort: str = "-id") -> Page:
     """Kernel sweeps, newest first, each with `best_count` (batch sizes with a best config stored)."""
     offset, limit = page_bounds(offset, limit)
-    query = sa.select(KernelSweep)
-    for column, value in ((KernelSweep.model, model), (KernelSweep.device_name, device_name),
-                          (KernelSweep.kernel, kernel)):
-        if value:
-            query = query.where(column == value)
+    where: list[Any] = [column == value for column, value in ((KernelSweep.model, model),
+                        (KernelSweep.device_name, device_name), (KernelSweep.kernel, kernel)) if value]
     sorts = {"id": KernelSweep.id, "updated_at": KernelSweep.updated_at, "model": KernelSweep.model}
 
     def work(session: Session) -> Page:
-        total = _count(session, query)
-        rows = session.scalars(query.order_by(*_order(sorts, sort, KernelSweep.id)).offset(offset).limit(limit)).all()
+        total = _count(session, KernelSweep, where)
+        rows = _page_rows(session, KernelSweep, where, _order(sorts, sort, KernelSweep.id, _dialect(session)),
+                          offset, limit)
         best = dict(session.execute(sa.select(KernelBestConfig.sweep_id, sa.func.count())
                                     .where(KernelBestConfig.sweep_id.in_([r.id for r in rows]))
                                     .group_by(KernelBestConfig.sweep_id)).all())
@@ -346,10 +367,6 @@ def _measurement_filter(sweep: KernelSweep) -> list[Any]:
             KernelMeasurement.bench_method == sweep.bench_method, KernelMeasurement.shape_key == sweep.shape_key]
 
 
-def _measurement_query(sweep: KernelSweep) -> sa.Select[Any]:
-    return sa.select(KernelMeasurement).where(*_measurement_filter(sweep))
-
-
 def measurements_page(db: Database, sweep_id: int, *, offset: int = 0, limit: int = DEFAULT_PAGE,
                       batch_size: int | None = None, status: str | None = None,
                       sort: str = "latency_us") -> Page | None:
@@ -361,14 +378,14 @@ def measurements_page(db: Database, sweep_id: int, *, offset: int = 0, limit: in
         sweep = session.get(KernelSweep, sweep_id)
         if sweep is None:
             return None
-        query = _measurement_query(sweep)
+        where = _measurement_filter(sweep)
         if batch_size is not None:
-            query = query.where(KernelMeasurement.batch_size == batch_size)
+            where.append(KernelMeasurement.batch_size == batch_size)
         if status:
-            query = query.where(KernelMeasurement.status == status)
-        total = _count(session, query)
-        rows = session.scalars(query.order_by(*_order(MEASUREMENT_SORTS, sort, KernelMeasurement.id))
-                               .offset(offset).limit(limit))
+            where.append(KernelMeasurement.status == status)
+        total = _count(session, KernelMeasurement, where)
+        rows = _page_rows(session, KernelMeasurement, where,
+                          _order(MEASUREMENT_SORTS, sort, KernelMeasurement.id, _dialect(session)), offset, limit)
         return Page([_row(r, MEASUREMENT_COLUMNS) for r in rows], total, offset, limit)
 
     return db.transaction(work, read_only=True)
