@@ -156,10 +156,12 @@ def test_a_flag_search_started_in_the_browser_runs_on_the_simulator_and_finishes
                             "time_scale": "50", "study": "browser-demo", "input_len": "512", "output_len": "32"}.items():
             page.fill(f"input[name={name}]", value)
         page.click("#submit-job")
-        page.wait_for_selector(".job-state-text")
+        page.wait_for_selector(".job-state-text", state="attached")
         page.wait_for_selector(".job-state-text[data-state=running], .job-state-text[data-state=finished]",
-                               timeout=120_000)
+                               state="attached", timeout=120_000)
         page.screenshot(path=str(artifacts / "flag-search-running.png"), full_page=True)
-        page.wait_for_selector(".job-state-text[data-state=finished]", timeout=400_000)
+        page.wait_for_selector(".job-state-text[data-state=finished]", state="attached", timeout=400_000)
+        assert "3/3 done" in page.locator("#job-head").inner_text()  # the baseline and two trials, one launch each
         page.wait_for_selector("#pareto-chart circle", timeout=30_000)
+        assert page.locator("tr.trial").count() == 3
         page.screenshot(path=str(artifacts / "flag-search-finished.png"), full_page=True)
