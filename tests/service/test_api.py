@@ -18,7 +18,7 @@ from tuner.service.app import create_app
 from tuner.service.config import ServiceConfig, safe_filename
 
 sys.path.insert(0, str(Path(__file__).parent))
-import seed  # noqa: E402
+import seed
 
 TOKEN = "s3cret-token-for-tests-0123"
 SWEEP_BODY = {"model": "GLM-4.7-FP8", "tp": 8, "batch_sizes": "1,64", "device_name": "NVIDIA H200"}

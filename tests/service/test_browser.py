@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import seed  # noqa: E402
-from test_serve_process import _free_port, serving  # noqa: E402
+import seed
+from test_serve_process import _free_port, serving
 
-from tuner.store.db import open_database  # noqa: E402
+from tuner.store.db import open_database
 
 REQUIRE_ENV = "TUNER_TEST_REQUIRE_BROWSER"
 

@@ -21,17 +21,17 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "workload"))
-import seed  # noqa: E402
-from prometheus_server import free_port, require_prometheus  # noqa: E402
-from test_serve_process import serving  # noqa: E402
+import seed
+from prometheus_server import free_port, require_prometheus
+from test_serve_process import serving
 
-from tuner.jobs import units  # noqa: E402
-from tuner.runtime.engines import get_engine  # noqa: E402
-from tuner.runtime.launcher import launch  # noqa: E402
-from tuner.runtime.loadgen.arrivals import PoissonArrivals  # noqa: E402
-from tuner.runtime.loadgen.client import LoadOptions, run_load_sync  # noqa: E402
-from tuner.runtime.loadgen.workloads import RandomWorkload  # noqa: E402
-from tuner.store.db import open_database  # noqa: E402
+from tuner.jobs import units
+from tuner.runtime.engines import get_engine
+from tuner.runtime.launcher import launch
+from tuner.runtime.loadgen.arrivals import PoissonArrivals
+from tuner.runtime.loadgen.client import LoadOptions, run_load_sync
+from tuner.runtime.loadgen.workloads import RandomWorkload
+from tuner.store.db import open_database
 
 DASHBOARDS = Path(__file__).parents[2] / "dashboards"
 MODEL = "zai-org/GLM-4.7-FP8"
@@ -57,7 +57,7 @@ def test_the_scrape_config_passes_promtool() -> None:
         require_prometheus()  # the same package; skips or fails as the other Prometheus tests do
         pytest.skip("promtool not found")
     done = subprocess.run([promtool, "check", "config", str(DASHBOARDS / "prometheus.yml")], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     jobs = {j["job_name"] for j in yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())["scrape_configs"]}
     assert jobs == {"tuner", "sglang"}

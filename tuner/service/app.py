@@ -16,7 +16,7 @@ import time
 import zipfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
@@ -134,8 +134,8 @@ def create_app(config: cfg.ServiceConfig, db: Database, *, metrics: ServiceMetri
                  "fields": field_list(k.request_type)} for k in registry.all_kinds()]
 
     @app.get("/api/jobs", tags=["jobs"])
-    def list_jobs(offset: int = 0, limit: int = browse.DEFAULT_PAGE, state: list[str] | None = Query(None),
-                  kind: str | None = None, sort: str = "-id") -> dict[str, Any]:
+    def list_jobs(state: Annotated[list[str] | None, Query()] = None, offset: int = 0,
+                  limit: int = browse.DEFAULT_PAGE, kind: str | None = None, sort: str = "-id") -> dict[str, Any]:
         _check_states(state, units.JOB_STATES, "job")
         return browse.jobs_page(db, offset=offset, limit=limit, states=state, kind=kind, sort=sort).to_dict()
 
@@ -158,8 +158,8 @@ def create_app(config: cfg.ServiceConfig, db: Database, *, metrics: ServiceMetri
         return job
 
     @app.get("/api/jobs/{job_id}/units", tags=["jobs"])
-    def job_units(job_id: int, offset: int = 0, limit: int = browse.DEFAULT_PAGE,
-                  state: list[str] | None = Query(None)) -> dict[str, Any]:
+    def job_units(job_id: int, state: Annotated[list[str] | None, Query()] = None, offset: int = 0,
+                  limit: int = browse.DEFAULT_PAGE) -> dict[str, Any]:
         show_job(job_id)
         _check_states(state, units.UNIT_STATES, "unit")
         return browse.units_page(db, job_id, offset=offset, limit=limit, states=state).to_dict()
@@ -309,9 +309,8 @@ def create_app(config: cfg.ServiceConfig, db: Database, *, metrics: ServiceMetri
             out = Path(tmp) / "configs"
             written = export_sweeps(db, [sweep], out, chosen)
             notes = sorted({n for f in written for n in f.notes})
-            (out / "README.txt").write_text("\n".join([f"sweep {sweep_id}: {sweep.model} TP{sweep.tp} EP{sweep.ep} "
-                                                       f"on {sweep.device_name}", *usage_hints(".", chosen),
-                                                       *notes]) + "\n")
+            title = f"sweep {sweep_id}: {sweep.model} TP{sweep.tp} EP{sweep.ep} on {sweep.device_name}"
+            (out / "README.txt").write_text("\n".join([title, *usage_hints(".", chosen), *notes]) + "\n")
             name = f"{sweep.model.split('/')[-1]}-tp{sweep.tp}-ep{sweep.ep}-{sweep.device_name}-sweep{sweep_id}"
             return _zip_response(out, cfg.safe_filename(name, ".zip"))
 
@@ -354,7 +353,7 @@ def _add_create_route(app: FastAPI, db: Database, kind: Any, guard: list[Any]) -
     from tuner.jobs import fields as job_fields
     from tuner.service.schemas import body_schema
 
-    def create(response: Response, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    def create(response: Response, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         request = job_fields.from_dict(kind.request_type, body)
         asked_at = dt.datetime.now(dt.UTC)
         started = time.monotonic()

@@ -9,6 +9,7 @@ trials table). Unit durations come from the worker processes (prometheus_client'
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from tuner.store.flag_models import FlagStudy, FlagTrial
 from tuner.store.job_models import Job, WorkUnit
 from tuner.store.models import KernelBestConfig, KernelSweep
 
+log = logging.getLogger(__name__)
 UNIT_BUCKETS_S = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 3600, 7200)
 LAUNCH_BUCKETS_S = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800)
 METRIC_NAMES = (
@@ -83,7 +85,7 @@ class StoreCollector(Collector):
         for kind, n in reclaims.items():
             reclaimed.add_metric([kind], n)
 
-        now = units._now(session)  # noqa: SLF001 - the same clock the leases are judged by
+        now = units._now(session)
         expired = GaugeMetricFamily("tuner_units_lease_expired", "Claimed units whose lease has expired and that "
                                     "no worker has taken over yet")
         expired.add_metric([], int(session.scalar(sa.select(sa.func.count()).select_from(WorkUnit).where(
@@ -194,5 +196,5 @@ class ServiceMetrics:
 
             try:
                 self._db.transaction(work, read_only=True)
-            except Exception:  # noqa: BLE001 - try again at the next scrape
-                pass
+            except Exception as exc:  # noqa: BLE001 - try again at the next scrape
+                log.debug("reading new flag trials for /metrics failed: %s", exc)

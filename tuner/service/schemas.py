@@ -21,7 +21,7 @@ def field_list(request_type: type) -> list[dict[str, Any]]:
     none), required, choices, help, group. The web UI builds its job form from this."""
     out = []
     for f in dataclasses.fields(request_type):
-        kind = job_fields._kind(request_type, f)  # noqa: SLF001 - the one place that strips Optional
+        kind = job_fields._kind(request_type, f)
         type_name = ("list" if typing.get_origin(kind) is tuple else
                      {bool: "boolean", int: "integer", float: "number"}.get(kind, "string"))
         default = None if f.default is dataclasses.MISSING else f.default

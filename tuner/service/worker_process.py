@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from tuner.jobs.worker import work
 
     where_name = "cpu" if args.cpu else f"gpu{args.gpu}"
-    say = lambda line: print(f"[{where_name}] {line}", flush=True)  # noqa: E731
+    say = lambda line: print(f"[{where_name}] {line}", flush=True)
     context = WorkerContext(args.database_url, None if args.cpu else args.gpu, None, say)
     handler_for = kinds.handler_for(context)
     histogram = _histogram()

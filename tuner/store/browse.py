@@ -418,7 +418,7 @@ def sweep_heatmap(db: Database, sweep_id: int, *, max_configs: int = 40) -> dict
         index = {k: i for i, k in enumerate(keys)}
         for key, m, latency in rows:
             grid[index[key]][col[int(m)]] = latency
-        best_us = [min((grid[i][j] for i in range(len(keys)) if grid[i][j] is not None), default=None)
+        best_us = [min((v for v in (row[j] for row in grid) if v is not None), default=None)
                    for j in range(len(batch_sizes))]
         return {"sweep_id": sweep_id, "batch_sizes": batch_sizes, "configs": keys, "latency_us": grid,
                 "best_us": best_us}
