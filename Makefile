@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# the service on localhost with the demo flag search queued: open the printed URL; Ctrl-C stops everything
 demo: setup
-	$(BIN)/tuner demo
+	$(BIN)/tuner demo --serve
 
 lint: setup
 	$(BIN)/pip install -q ruff mypy && $(BIN)/ruff check tuner tests && $(BIN)/mypy tuner

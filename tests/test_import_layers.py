@@ -25,6 +25,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "suffix": BASE | {"kernels", "models", "store", "export", "runtime", "search", "suffix_decoding"},
     # learning and watching workloads: reads engines' metric names, stores models, queues re-tune jobs
     "workload": BASE | {"kernels", "models", "store", "export", "runtime", "search", "jobs", "suffix_decoding"},
+    # `tuner serve`: the web layer over the jobs layer and the store's reads
+    "service": BASE | {"kernels", "models", "store", "export", "runtime", "search", "jobs", "suffix_decoding"},
 }
 TOP = frozenset({"commands", "cli", "__main__"})  # may import anything
 # Imports that break a layer rule on purpose, each with why.

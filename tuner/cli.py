@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "workload",
     "watch",
     "suffix_replay",
+    "serve",
 )
 
 

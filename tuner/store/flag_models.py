@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tuner.store.base import Base, JsonOrNull, UtcDateTime, utc_now
@@ -48,6 +48,11 @@ class FlagTrial(Base):
     __tablename__ = "flag_trials"
     __table_args__ = (
         UniqueConstraint("study_id", "trial_number", "kind", "attempt", name="uq_flag_trials_key"),
+        # the service's paged reads of 100 000 trials (migration 0009): counts and filters by status, best first,
+        # and the newest finish (whether a study changed)
+        Index("ix_flag_trials_study_status", "study_id", "kind", "status"),
+        Index("ix_flag_trials_study_goodput", "study_id", "goodput_tok_s"),
+        Index("ix_flag_trials_study_finished", "study_id", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

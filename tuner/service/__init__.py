@@ -1,0 +1,1 @@
+"""`tuner serve`: the tuning service (FastAPI app, its workers, its metrics, the web UI in static/)."""
