@@ -227,3 +227,33 @@ def test_errors_are_recorded_not_raised(fake_server):
     assert all(r.error and "HTTP 404" in r.error for r in result.records)
     with pytest.raises(TunerError, match="every warm-up request"):
         run_warmup_sync(fake_server.base_url + "/nope", wl, LoadOptions(num_warmup=1))
+
+
+def test_ctrl_c_during_a_load_step_that_swallows_its_cancellation_still_interrupts():
+    """A load step cancels its requests and ends normally when stopped; Ctrl-C in the middle of one must still
+    stop the command (a flag search once went on to its next trial after Ctrl-C)."""
+    import asyncio
+    import signal
+
+    from tuner.runtime.loadgen.client import run_interruptibly
+
+    finished_normally = []
+
+    async def step() -> str:
+        asyncio.get_running_loop().call_later(0.05, signal.raise_signal, signal.SIGINT)
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            pass  # as the load generator does: a cancelled step returns what it has
+        finished_normally.append(True)
+        return "partial result"
+
+    with pytest.raises(KeyboardInterrupt):
+        run_interruptibly(step())
+    assert finished_normally  # the step wound down first
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+    async def quick() -> int:
+        return 7
+
+    assert run_interruptibly(quick()) == 7

@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -557,9 +558,48 @@ def _with_error(record: RequestRecord, error: str) -> RequestRecord:
 
 def run_load_sync(base_url: str, workload: Workload, arrivals: Arrivals, opts: LoadOptions, *,
                   abort_check: Callable[[], str | None] | None = None) -> LoadResult:
-    """`run_load` on a fresh event loop (for callers that are not async)."""
-    return asyncio.run(run_load(base_url, workload, arrivals, opts, abort_check=abort_check))
+    """`run_load` on a fresh event loop (for callers that are not async). Ctrl-C raises KeyboardInterrupt."""
+    return run_interruptibly(run_load(base_url, workload, arrivals, opts, abort_check=abort_check))
 
 
 def run_warmup_sync(base_url: str, workload: Workload, opts: LoadOptions) -> tuple[RequestRecord, ...]:
-    return asyncio.run(run_warmup(base_url, workload, opts))
+    return run_interruptibly(run_warmup(base_url, workload, opts))
+
+
+def run_interruptibly(coro: Any) -> Any:
+    """`asyncio.run(coro)`, except that Ctrl-C (SIGINT) always ends in KeyboardInterrupt.
+
+    asyncio.run turns SIGINT into a cancellation of the main task and raises KeyboardInterrupt only if that task
+    ends cancelled; the load generator treats the cancellation of its requests as the end of a step and returns
+    normally, so Ctrl-C during a load step was lost and a flag search went on. Here the interrupt is remembered
+    and raised once the loop has wound down (requests cancelled, connections closed). Off the main thread, where
+    no signal arrives, it is plain asyncio.run."""
+    if threading.current_thread() is not threading.main_thread():
+        return asyncio.run(coro)
+    interrupted = threading.Event()
+    main: dict[str, asyncio.Task[Any]] = {}
+
+    async def wrapper() -> Any:
+        main["task"] = asyncio.current_task()  # type: ignore[assignment]
+        return await coro
+
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+
+        def on_sigint(_signum: int, _frame: object) -> None:
+            interrupted.set()
+            if "task" in main:
+                loop.call_soon_threadsafe(main["task"].cancel)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            result = runner.run(wrapper())
+        except asyncio.CancelledError:
+            if interrupted.is_set():
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
+    return result
