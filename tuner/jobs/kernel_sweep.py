@@ -225,7 +225,8 @@ def persist(database_url: str, sweep_plan: SweepPlan) -> units.JobRecord:
                  "sweeps": [spec_to_json(s) for s in sweep_plan.specs]}
     db = open_database(database_url)
     try:
-        job = units.create_job(db, kind_for(sweep_plan.device_name), spec_json, sweep_units(sweep_plan.specs))
+        job = units.create_job(db, kind_for(sweep_plan.device_name), spec_json,  # type: ignore[arg-type]
+                               sweep_units(list(sweep_plan.specs)))
         if job.state == "failed":
             units.requeue_failed(db, job.id)
             job = units.get_job(db, job.id)

@@ -121,6 +121,16 @@ def fastest(measurements: list[Measurement]) -> list[Measurement]:
     return sorted((m for m in measurements if m.status == "ok"), key=lambda m: (m.latency_us or 0.0, m.config_key))
 
 
+def cross_batch_finalists(db: Database, ctx: MeasurementContext, shape_key: str, batch_size: int,
+                          parse_key: Callable[[str], Any], per_batch_size: int = 2) -> list[Any]:
+    """The `per_batch_size` fastest finalists (configs re-timed in a first pass's finals) of every other batch size
+    of a shape, nearest batch sizes first, as the family's config objects (`parse_key`): a second pass's candidates."""
+    rows = [m for m in load_measurements(db, ctx, shape_key)
+            if m.status == "ok" and m.batch_size != batch_size and m.replays >= FINAL_REPLAYS]
+    sizes = sorted({m.batch_size for m in rows}, key=lambda s: (abs(s - batch_size), s))
+    return [parse_key(m.config_key) for s in sizes for m in fastest([r for r in rows if r.batch_size == s])[:per_batch_size]]
+
+
 def search(sweeper: BatchSweeper, strategy: SearchStrategy, to_configs: Callable[[KernelConfig], Any],
             from_configs: Callable[[Any], KernelConfig | None], on_progress: Callable[[int], None] | None) -> None:
     """Ask/measure/tell until the strategy is done; results already stored are told first, never re-measured."""

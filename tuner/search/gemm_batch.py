@@ -16,7 +16,16 @@ from pathlib import Path
 from tuner.kernels.base import GemmShape, KernelConfig, nearest_entry
 from tuner.kernels.fp8_gemm.backends import GemmChoice
 from tuner.kernels.fp8_gemm.space import BLOCK_M, GemmConfig, default_config, gemm_space
-from tuner.search.batch import FINAL_REPLAYS, FINALISTS, BatchSweeper, Finalists, Gains, decide, fastest, search
+from tuner.search.batch import (
+    FINALISTS,
+    BatchSweeper,
+    Finalists,
+    Gains,
+    cross_batch_finalists,
+    decide,
+    fastest,
+    search,
+)
 from tuner.search.strategies import AdaptiveSearch, ExhaustiveSearch
 from tuner.store.db import Database
 from tuner.store.kernels import BestConfig, MeasurementContext, load_measurements
@@ -99,12 +108,8 @@ def refine_gemm_batch(sweeper: BatchSweeper, plan: GemmPlan, candidates: list[Ge
 
 def cross_batch_gemm_candidates(db: Database, ctx: MeasurementContext, shape: GemmShape, batch_size: int,
                                 per_batch_size: int = 2) -> list[GemmConfig]:
-    """The `per_batch_size` fastest finalists of every other batch size of `shape`, nearest batch sizes first."""
-    rows = [m for m in load_measurements(db, ctx, shape.key)
-            if m.status == "ok" and m.batch_size != batch_size and m.replays >= FINAL_REPLAYS]
-    sizes = sorted({m.batch_size for m in rows}, key=lambda s: (abs(s - batch_size), s))
-    return [GemmConfig.from_key(m.config_key) for s in sizes
-            for m in fastest([r for r in rows if r.batch_size == s])[:per_batch_size]]
+    """The other batch sizes' finalists, nearest first (batch.cross_batch_finalists)."""
+    return cross_batch_finalists(db, ctx, shape.key, batch_size, GemmConfig.from_key, per_batch_size)
 
 
 def _conclude(sweeper: BatchSweeper, plan: GemmPlan, retime: bool = False) -> GemmBatchResult:

@@ -41,6 +41,7 @@ from tuner.search.batch import (  # noqa: F401 - re-exported: the finals' consta
     BatchSweeper,
     Finalists,
     Gains,
+    cross_batch_finalists,
     decide,
     fastest,
     search,
@@ -215,13 +216,8 @@ def recombined(best: MoeConfigs, others: list[MoeConfigs]) -> list[MoeConfigs]:
 
 def cross_batch_candidates(db: Database, ctx: MeasurementContext, shape: MoeShape, batch_size: int,
                            per_batch_size: int = 2) -> list[MoeConfigs]:
-    """The `per_batch_size` fastest finalists (configs re-timed in a first pass's finals) of every other batch
-    size of `shape`, nearest batch sizes first."""
-    rows = [m for m in load_measurements(db, ctx, shape.key)
-            if m.status == "ok" and m.batch_size != batch_size and m.replays >= FINAL_REPLAYS]
-    sizes = sorted({m.batch_size for m in rows}, key=lambda s: (abs(s - batch_size), s))
-    return [MoeConfigs.from_key(m.config_key) for s in sizes
-            for m in fastest([r for r in rows if r.batch_size == s])[:per_batch_size]]
+    """The other batch sizes' finalists, nearest first (batch.cross_batch_finalists)."""
+    return cross_batch_finalists(db, ctx, shape.key, batch_size, MoeConfigs.from_key, per_batch_size)
 
 
 def _conclude(sweeper: BatchSweeper, plan: BatchPlan, retime: bool = False) -> BatchResult:

@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from tuner.runtime.sim.generation import load_recorded_responses
 from tuner.runtime.engines.surface import bundled_surface, parser_dump
+from tuner.runtime.sim.generation import load_recorded_responses
 from tuner.runtime.sim.profiles import (
     GPU_PROFILES,
     MODEL_PROFILES,
@@ -31,8 +31,8 @@ from tuner.runtime.sim.profiles import (
     model_profile_for_path,
 )
 from tuner.runtime.sim.speculative import ALGORITHMS, EAGLE_FAMILY
-from tuner.suffix_decoding.traces import TraceError
 from tuner.runtime.sim.surface_parser import add_surface_arguments
+from tuner.suffix_decoding.traces import TraceError
 
 DEFAULT_PORT = 30000
 SPEC_DEFAULT_TRIPLE = (3, 1, 4)  # num_steps, eagle_topk, num_draft_tokens when none is given
