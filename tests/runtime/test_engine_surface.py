@@ -180,4 +180,5 @@ def test_the_engine_dumps_its_surface_for_the_tuner():
     surface = read_flag_surface(get_engine("sim"))
     assert surface.label() == "sim 0.5.23" and surface.typed
     # --config is expanded by the sim; its own user flags come on top
-    assert set(surface.specs) == set(SGLANG_0523.specs) - {"config"} | {"sim-model-profile", "startup-seconds"}
+    assert set(surface.specs) == set(SGLANG_0523.specs) - {"config"} | {"sim-model-profile", "startup-seconds",
+                                                                              "sim-response-trace"}

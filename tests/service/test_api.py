@@ -39,12 +39,14 @@ def test_a_kernel_sweep_job_is_created_from_its_request_and_the_same_request_fin
     assert created.status_code == 201, created.text
     job = created.json()
     assert job["kind"] == "kernel_sweep:NVIDIA H200" and job["state"] == "queued"
-    assert job["units"] == {"queued": 2} and job["units_total"] == 2
+    # two batch sizes: a first pass and a second pass each
+    assert job["units"] == {"queued": 4} and job["units_total"] == 4
     again = client.post("/api/jobs/kernel_sweep", json=SWEEP_BODY)
     assert again.status_code == 200 and again.json()["id"] == job["id"]
     listed = client.get("/api/jobs").json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == job["id"]
-    assert [u["key"] for u in client.get(f"/api/jobs/{job['id']}/units").json()["items"]] == ["M=1", "M=64"]
+    assert [u["key"] for u in client.get(f"/api/jobs/{job['id']}/units").json()["items"]] == [
+        "M=1", "M=64", "second pass M=1", "second pass M=64"]
     assert client.get(f"/api/jobs/{job['id']}/result").json()["result"] is None  # nothing measured yet
 
 
@@ -68,10 +70,11 @@ def test_cancel_ends_a_job_and_retry_requeues_only_a_failed_one(client, db) -> N
     r = client.post(f"/api/jobs/{job['id']}/retry")
     assert r.status_code == 409 and "only a failed job" in r.json()["detail"]
     cancelled = client.post(f"/api/jobs/{job['id']}/cancel").json()
-    assert cancelled["state"] == "cancelled" and cancelled["units"] == {"cancelled": 2}
-    # a failed job: its failed unit goes back to the queue, its finished one is kept
+    assert cancelled["state"] == "cancelled" and cancelled["units"] == {"cancelled": 4}
+    # a failed job: its failed unit goes back to the queue, its finished ones are kept (a failed first pass ends
+    # its stage, so the second passes run too)
     other = client.post("/api/jobs/kernel_sweep", json={**SWEEP_BODY, "budget": 8}).json()
-    for outcome in ("done", "failed"):
+    for outcome in ("done", "failed", "done", "done"):
         claim = units.claim_unit(db, "w1", job_ids=[other["id"]])
         assert claim is not None
         if outcome == "done":
@@ -80,7 +83,7 @@ def test_cancel_ends_a_job_and_retry_requeues_only_a_failed_one(client, db) -> N
             units.fail(db, claim.unit.id, "w1", "RuntimeError: boom")
     assert client.get(f"/api/jobs/{other['id']}").json()["state"] == "failed"
     retried = client.post(f"/api/jobs/{other['id']}/retry").json()
-    assert retried["state"] == "running" and retried["units"] == {"done": 1, "queued": 1}
+    assert retried["state"] == "running" and retried["units"] == {"done": 3, "queued": 1}
     assert client.post("/api/jobs/999/cancel").status_code == 404
     assert client.get("/api/jobs?state=bogus").status_code == 400
 
@@ -212,7 +215,8 @@ def test_metrics_count_jobs_and_units_by_state_from_the_database(client, db) -> 
     assert samples[("tuner_work_units", (("kind", "kernel_sweep"), ("state", "done")))] == 1
     assert samples[("tuner_work_units", (("kind", "kernel_sweep"), ("state", "claimed")))] == 1
     assert samples[("tuner_workers_live", ())] == 1
-    assert samples[("tuner_job_progress_ratio", (("job_id", str(job["id"])), ("kind", "kernel_sweep")))] == 0.5
+    # 1 of 4 units done (two batch sizes, each with a first and a second pass)
+    assert samples[("tuner_job_progress_ratio", (("job_id", str(job["id"])), ("kind", "kernel_sweep")))] == 0.25
     best = [v for (name, labels), v in samples.items() if name == "tuner_study_best_objective"]
     assert len(best) == 1 and best[0] > 1500
     assert ("tuner_units_lease_expired", ()) in samples
