@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +27,9 @@ DEFAULT_MAX_NEW_TOKENS = 128  # /generate and chat requests without a limit
 DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 HEALTH_TIMEOUT_S = 20.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Set by the simulated PD router (router.py) on requests it sends a decode server: the wall seconds the
+# request spent on the prefill server, counted into the decode server's TTFT and E2E histograms.
+PREFILL_ELAPSED_HEADER = "x-sim-prefill-elapsed-s"
 
 
 @dataclass
@@ -182,11 +185,20 @@ def create_app(state: ServerState) -> FastAPI:
         return None
 
     def submit(
-        prompt_ids: list[int], max_new: int, tool_like: bool, rid: str | None = None, *, streaming: bool
+        request: Request, prompt_ids: list[int], max_new: int, tool_like: bool, rid: str | None = None, *,
+        streaming: bool,
     ) -> RequestHandle | JSONResponse:
         assert state.engine is not None
+        raw = request.headers.get(PREFILL_ELAPSED_HEADER)
         try:
-            return state.engine.submit(prompt_ids, max_new, tool_like=tool_like, rid=rid, streaming=streaming)
+            elapsed = float(raw) if raw is not None else 0.0
+        except ValueError:
+            elapsed = -1.0
+        if not 0.0 <= elapsed < float("inf"):
+            return _error(400, f"{PREFILL_ELAPSED_HEADER} must be a number of seconds >= 0, got {raw!r}.")
+        try:
+            return state.engine.submit(prompt_ids, max_new, tool_like=tool_like, rid=rid, streaming=streaming,
+                                       prefill_elapsed_s=elapsed)
         except RequestRejected as exc:
             return _error(400, str(exc))
 
@@ -270,7 +282,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     # ---- native generate ------------------------------------------------------------------------
     @app.post("/generate")
-    async def generate(body: GenerateRequest) -> Response:
+    async def generate(body: GenerateRequest, request: Request) -> Response:
         if (err := not_ready()) is not None:
             return err
         if isinstance(body.text, list) or (body.input_ids and isinstance(body.input_ids[0], list)):
@@ -287,7 +299,7 @@ def create_app(state: ServerState) -> FastAPI:
             return _error(400, "Either text or input_ids must be given.")
         max_new = body.sampling_params.max_new_tokens
         handle = submit(
-            prompt_ids, DEFAULT_MAX_NEW_TOKENS if max_new is None else max_new, tool_like, body.rid,
+            request, prompt_ids, DEFAULT_MAX_NEW_TOKENS if max_new is None else max_new, tool_like, body.rid,
             streaming=body.stream,
         )
         if isinstance(handle, JSONResponse):
@@ -329,7 +341,7 @@ def create_app(state: ServerState) -> FastAPI:
         return "abort" if aborted else "length"
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> Response:
+    async def completions(body: CompletionRequest, request: Request) -> Response:
         if (err := not_ready()) is not None:
             return err
         prompt: Any = body.prompt
@@ -344,7 +356,7 @@ def create_app(state: ServerState) -> FastAPI:
         if body.n != 1:
             return _error(400, "Only n=1 is supported by the simulator.")
         max_new = DEFAULT_COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
-        handle = submit(prompt_ids, max_new, tool_like, streaming=body.stream)
+        handle = submit(request, prompt_ids, max_new, tool_like, streaming=body.stream)
         if isinstance(handle, JSONResponse):
             return handle
         assert state.engine is not None
@@ -383,7 +395,7 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse(body_out)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest) -> Response:
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         if (err := not_ready()) is not None:
             return err
         if body.n != 1:
@@ -397,7 +409,7 @@ def create_app(state: ServerState) -> FastAPI:
             for m in messages
         )
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        handle = submit(prompt_ids, DEFAULT_MAX_NEW_TOKENS if limit is None else limit, tool_like,
+        handle = submit(request, prompt_ids, DEFAULT_MAX_NEW_TOKENS if limit is None else limit, tool_like,
                         streaming=body.stream)
         if isinstance(handle, JSONResponse):
             return handle

@@ -40,6 +40,13 @@ DP_ATTENTION_ALLGATHER_S = 12e-6
 # The scheduler's CPU work per step, hidden behind the GPU by the overlap scheduler and exposed without it.
 SCHEDULE_CPU_S = 1.2e-3
 SCHEDULE_CPU_PER_SEQ_S = 6e-6
+# Prefill/decode disaggregation (--disaggregation-mode prefill|decode): the decode server receives each
+# prompt's KV from the prefill server over RDMA, one NIC per GPU (seed 000 gives each TP8 server eight
+# 400 Gb/s InfiniBand ports, --disaggregation-ib-device mlx5_ib7s400p0..7), at about 80% of line rate,
+# after a bootstrap handshake and the wait for the prefill server's next launch (seed 001: without the
+# fork's async transfer the send waits behind the next batch's kernel launches, which costs TTFT).
+KV_TRANSFER_BYTES_PER_S_PER_GPU = 0.8 * 400e9 / 8
+KV_TRANSFER_FIXED_S = 8e-3
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,15 @@ class RooflineCostModel:
             + prefill_pairs / dp * m.attention_flops_per_pair(attn_tp, decode=False) / self._attn_flops
         )
         return math.hypot(mem_s, comp_s) + m.layer_fixed_s + DP_ATTENTION_ALLGATHER_S
+
+    def kv_transfer_s(self, prompt_tokens: int) -> float:
+        """Seconds from a prefill server finishing a prompt of `prompt_tokens` tokens to its KV cache
+        being usable on the decode server (PD disaggregation, SGLang 0.5.23 --disaggregation-mode):
+        each GPU sends its own shard of every layer's KV (the latent KV, replicated per rank, for MLA)."""
+        if prompt_tokens <= 0:
+            return 0.0
+        per_gpu_bytes = prompt_tokens * self.model.kv_bytes_per_token(self.tp_size, self.kv_dtype_bytes)
+        return KV_TRANSFER_FIXED_S + per_gpu_bytes / KV_TRANSFER_BYTES_PER_S_PER_GPU
 
     def draft_s(
         self,

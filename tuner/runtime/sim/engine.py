@@ -126,12 +126,14 @@ class Engine:
             SchedulerConfig(
                 max_running_requests=args.max_running_requests,
                 max_total_num_tokens=plan.max_total_num_tokens,
+                kv_transferred=args.disaggregation_mode == "decode",
                 chunked_prefill_size=args.chunked_prefill_size,
                 max_prefill_tokens=args.max_prefill_tokens,
                 schedule_policy=args.schedule_policy,
                 schedule_conservativeness=args.schedule_conservativeness,
                 page_size=args.page_size,
-                disable_radix_cache=args.disable_radix_cache,
+                # SGLang's decode server keeps no radix cache unless --disaggregation-decode-enable-radix-cache
+                disable_radix_cache=args.disable_radix_cache or args.disaggregation_mode == "decode",
                 enable_mixed_chunk=args.enable_mixed_chunk,
                 cuda_graph_batch_sizes=self.graph_sizes,
                 speculative_algorithm=args.speculative_algorithm,
@@ -170,7 +172,13 @@ class Engine:
         rid: str | None = None,
         streaming: bool = False,
         internal: bool = False,
+        prefill_elapsed_s: float = 0.0,
     ) -> RequestHandle:
+        """Queue one request. With --disaggregation-mode prefill the server computes the prompt and its
+        first token only (the router then sends the request to a decode server); with decode the
+        prompt's KV arrives from a prefill server after `cost_model.kv_transfer_s` simulated seconds, and
+        `prefill_elapsed_s` (wall seconds the router spent on the prefill server) is counted into this
+        request's TTFT and E2E latency. Raises RequestRejected for prompts the engine refuses."""
         if not prompt_ids:
             raise RequestRejected("The input is empty.")
         if max_new_tokens < 0:
@@ -201,11 +209,25 @@ class Engine:
             generator=generator,
             internal=internal,
         )
-        handle = RequestHandle(req, asyncio.get_running_loop().time(), streaming=streaming)
+        if self.args.disaggregation_mode == "prefill" and not internal:
+            req.max_new_tokens = min(max_new_tokens, 1)  # the decode server generates the rest
+        loop = asyncio.get_running_loop()
+        handle = RequestHandle(req, loop.time() - max(0.0, prefill_elapsed_s), streaming=streaming)
         self._handles[rid] = handle
+        if self.args.disaggregation_mode == "decode" and not internal:
+            req.state = "waiting"
+            loop.call_later(self.cost_model.kv_transfer_s(len(prompt_ids)) / self.args.time_scale,
+                            self._kv_arrived, req)
+            return handle
         self.scheduler.submit(req)
         self._wake.set()
         return handle
+
+    def _kv_arrived(self, req: SimRequest) -> None:
+        if self._stopped or req.rid not in self._handles:
+            return  # aborted while its KV was in flight
+        self.scheduler.submit(req)
+        self._wake.set()
 
     def abort(self, handle: RequestHandle) -> None:
         """Client went away: drop the request and count it as aborted."""

@@ -45,6 +45,9 @@ class SchedulerConfig:
     decode_log_interval: int = 40
     clip_max_new_tokens: int = 4096
     seed: int = 0
+    # --disaggregation-mode decode: prompts arrive with their KV computed by a prefill server, so admitting
+    # one costs no compute and decode steps never wait behind a prefill (no chunking, no token budget)
+    kv_transferred: bool = False
 
 
 RequestState = Literal["waiting", "prefilling", "running", "finished", "aborted"]
@@ -284,8 +287,10 @@ class Scheduler:
     def _form_prefill(self, newly: list[SimRequest]) -> list[PrefillEntry]:
         cfg = self.cfg
         entries: list[PrefillEntry] = []
-        rem_total = cfg.max_prefill_tokens
-        rem_chunk: int | None = cfg.chunked_prefill_size if cfg.chunked_prefill_size > 0 else None
+        rem_total = cfg.max_prefill_tokens if not cfg.kv_transferred else cfg.max_total_num_tokens
+        rem_chunk: int | None = (
+            cfg.chunked_prefill_size if cfg.chunked_prefill_size > 0 and not cfg.kv_transferred else None
+        )
         if cfg.enable_mixed_chunk and self.running:
             decode_tokens = len(self.running) * self.tokens_per_decode_seq
             rem_total -= decode_tokens
@@ -396,12 +401,13 @@ class Scheduler:
         retracted: list[SimRequest] = []
         prefill = self._form_prefill(newly) if (self.waiting or self.chunked) else []
         decode: list[SimRequest] = []
-        if self.running and (not prefill or self.cfg.enable_mixed_chunk):
+        if self.running and (not prefill or self.cfg.enable_mixed_chunk or self.cfg.kv_transferred):
             decode = self._plan_decode(retracted)
         if not prefill and not decode:
             return None
+        computed = bool(prefill) and not self.cfg.kv_transferred
         kind: Literal["prefill", "decode", "mixed"] = (
-            "mixed" if prefill and decode else ("prefill" if prefill else "decode")
+            "mixed" if computed and decode else ("prefill" if computed or not decode else "decode")
         )
         batch = self._forward_batch(prefill, decode)
         cost = self.cost_model.forward_s(batch)
@@ -416,11 +422,13 @@ class Scheduler:
                 batch.decode_context_tokens,
                 batch.cuda_graph,
             )
-        if self.speculator and prefill and alg in EAGLE_FAMILY:
+        if self.speculator and computed and alg in EAGLE_FAMILY:
             cost += self.cost_model.draft_prefill_s(alg, batch.prefill_tokens)
         return Step(kind, prefill, decode, batch, cost, newly, retracted)
 
     def _forward_batch(self, prefill: list[PrefillEntry], decode: list[SimRequest]) -> ForwardBatch:
+        if self.cfg.kv_transferred:
+            prefill = []  # their KV came over the wire: nothing to compute
         padded, graph = 0, False
         if decode and not prefill and self.cfg.cuda_graph_batch_sizes:
             size = padded_graph_batch_size(len(decode), list(self.cfg.cuda_graph_batch_sizes))
