@@ -24,7 +24,7 @@ from tuner.search.flags.load_search import LoadSearchConfig
 from tuner.search.flags.objective import Objective, parse_slo_text
 from tuner.search.flags.report import load_report, render_summary
 from tuner.search.flags.space import space_from_mapping
-from tuner.search.flags.study import StudyConfig, optuna_storage, run_study
+from tuner.search.flags.study import NAMED_CONSTRAINTS, StudyConfig, optuna_storage, run_study
 from tuner.store import flags as store
 from tuner.store.db import open_database
 
@@ -93,14 +93,24 @@ def test_a_search_records_baseline_ooms_constraints_and_a_robust_best(db):
     assert len(again) == 3 and {r.trial_number for r in again} >= {0}
     assert ev.repeats_seen.count(3) == 3
     result = outcome.result
-    assert result["robust"] and result["best"]["samples"] and len(result["best"]["samples"]) == 3
-    assert result["best"]["sigma"] == pytest.approx(1.4826 * 8)
-    assert result["gain"]["ratio"] > 0.5 and result["gain"]["low"] < result["gain"]["ratio"]
+    assert result.robust and result.best.score.samples and len(result.best.score.samples) == 3
+    assert result.best.score.sigma == pytest.approx(1.4826 * 8)
+    assert result.gain.ratio > 0.5 and result.gain.low < result.gain.ratio
+    assert store.get_study(db, "s").result == result  # read back from the store as the same typed record
     # Optuna sees the same study, also the way optuna-dashboard opens it
     dash = optuna.storages.RDBStorage(db.url, skip_compatibility_check=True, skip_table_creation=True)
     study = optuna.load_study(study_name="s", storage=dash)
     assert study.trials[0].user_attrs["baseline"] is True
-    assert all("constraints" in t.user_attrs for t in study.trials if t.state.name == "COMPLETE")
+    # the sampler's constraints where it reads them; each trial's results only in its flag_trials row
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if NAMED_CONSTRAINTS:
+        assert all(len(t.constraints) == 3 for t in complete)
+    else:
+        assert all("constraints" in t.user_attrs for t in complete)
+    assert all(set(t.user_attrs) <= {"baseline", "retry_of", "proposed_by", "local_param", "constraints"}
+               for t in study.trials)
+    assert [t.values for t in complete] == [r.values for r in rows if r.status in ("ok", "infeasible", "skipped",
+                                                                                    "duplicate")]
     assert study.user_attrs["slos"] == ["ttft_p99<=2000ms", "tpot_p99<=50ms"]
 
 
@@ -210,21 +220,21 @@ def test_resuming_with_other_options_is_refused(db):
 def test_other_samplers(db, sampler):
     outcome = run_study(db, _config(name=sampler, n_trials=6, repeats=0, sampler=sampler),
                         FakeEvaluator(landscape), out=lambda s: None)
-    assert outcome.result["best"]["median"] > 500
+    assert outcome.result.best.score.median > 500
 
 
 def test_pareto_objective_has_two_values(db):
     outcome = run_study(db, _config(n_trials=6, repeats=0, sampler="nsga2", objective="pareto"),
                         FakeEvaluator(landscape), out=lambda s: None)
     study = optuna.load_study(study_name="s", storage=optuna_storage(db.url))
-    assert len(study.directions) == 2 and outcome.result["best"]
+    assert len(study.directions) == 2 and outcome.result.best
 
 
 def test_gp_sampler_when_scipy_is_installed(db):
     pytest.importorskip("scipy")
     outcome = run_study(db, _config(name="gp", n_trials=6, repeats=0, sampler="gp"),
                         FakeEvaluator(landscape), out=lambda s: None)
-    assert outcome.result["best"]["median"] > 500
+    assert outcome.result.best.score.median > 500
 
 
 def test_local_search_starts_next_to_the_engine_defaults_and_climbs(db):
