@@ -275,3 +275,51 @@ def test_only_a_baseline_failure_no_searched_flag_can_change_stops_the_search(ki
 
     reason = baseline_blocker(kind, never_ready, f"[tuner] argv: [...]\n{log}\n", "sim exited", SPACE["params"])
     assert (reason == log) if stops else reason is None
+
+
+def test_a_study_stored_the_old_way_with_results_in_user_attrs_resumes_and_reports(db, tmp_path):
+    # what earlier versions left: every trial's result also in Optuna user attributes (key, flags, status,
+    # goodput...), the study result as a plain JSON document; both are read as before, the attributes ignored
+    run_study(db, _config(n_trials=4, repeats=0), FakeEvaluator(landscape), out=lambda s: None)
+    record = store.get_study(db, "s")
+    storage = optuna_storage(db.url)
+    study = optuna.load_study(study_name="s", storage=storage)
+    rows = {r.trial_number: r for r in store.list_trials(db, record.id, "search")}
+    import sqlalchemy as sa
+
+    attrs = []
+    for t in study.trials:  # Optuna refuses to change finished trials: written into its table as they were
+        r = rows[t.number]
+        for name, value in (("key", json.dumps({"flags": r.flags, "env": r.env}, sort_keys=True)),
+                            ("flags", r.flags), ("env", r.env), ("launched", r.status in ("ok", "infeasible")),
+                            ("status", "bogus"), ("failure_kind", r.failure_kind), ("goodput_tok_s", 1e9)):
+            attrs.append({"trial_id": t._trial_id, "key": name, "value_json": json.dumps(value)})
+    with sa.create_engine(db.url).begin() as conn:
+        conn.execute(sa.text("INSERT INTO trial_user_attributes (trial_id, key, value_json) "
+                             "VALUES (:trial_id, :key, :value_json)"), attrs)
+    assert optuna.load_study(study_name="s", storage=storage).trials[0].user_attrs["status"] == "bogus"
+    ev = FakeEvaluator(landscape)
+    outcome = run_study(db, _config(n_trials=6, repeats=0), ev, out=lambda s: None)
+    assert len(ev.calls) == 2  # 4 launches were done: only the 2 new ones run
+    search = store.list_trials(db, record.id, "search")
+    assert sum(r.status in ("ok", "infeasible") for r in search) == 6
+    report = load_report(db, "s")
+    assert report.best is not None and report.best == outcome.result.best
+    assert report.best.score.median == max(r.goodput_tok_s for r in search if r.status == "ok")
+    paths = export_flag_study(db, "s", tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert doc["best"]["trial"] == report.best.trial and len(paths) == 7
+    assert f"best (trial {report.best.trial})" in render_summary(report)
+
+
+def test_the_stored_result_document_is_what_the_service_hands_out(db):
+    from tuner.store import browse
+
+    outcome = run_study(db, _config(n_trials=4, repeats=3), FakeEvaluator(landscape), out=lambda s: None)
+    served = browse.study_by_name(db, "s")["result"]
+    assert list(served) == ["objective", "robust", "ranking", "baseline", "best", "gain"]
+    assert list(served["best"]) == ["trial", "params", "flags", "env", "argv", "samples", "median", "mad", "sigma",
+                                    "score"]
+    from tuner.store.flag_results import StudyResult
+
+    assert StudyResult.from_json(served) == outcome.result and served == outcome.result.to_json()
