@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from tuner.kernels.base import KernelConfig, MoeShape, Quant
 from tuner.search.flags.figures import StepFigures
 from tuner.search.flags.load_search import LoadSearchResult, LoadStep
+from tuner.store import flag_results as results
 from tuner.store import flags as flag_store
 from tuner.store import kernels
 from tuner.store.db import Database
@@ -94,11 +95,19 @@ def seed_study(db: Database, name: str, n_trials: int, *, seed: int = 0, batch: 
     if rows:
         _insert(db, rows)
     baseline = rows[0]["goodput_tok_s"] if n_trials and n_trials <= batch else 1800.0
-    flag_store.update_study(db, study.id, result={
-        "best": {"trial": best[1], "median": best[0], "flags": {"chunked-prefill-size": 16384, "tp-size": 8},
-                 "env": {}, "params": {"chunked-prefill-size": 16384}},
-        "baseline": {"median": baseline}, "gain": {"ratio": best[0] / baseline - 1}})
+    best_score, base_score = _one_sample(best[0]), _one_sample(baseline)
+    flag_store.update_study(db, study.id, result=results.StudyResult(
+        objective={"kind": "goodput"}, robust=False,
+        ranking=(results.RankedConfig(best[1], {"chunked-prefill-size": 16384}, best_score, False),),
+        baseline=results.BaselineResult(0, "ok", None, {"tp-size": 8}, {}, base_score),
+        best=results.BestConfig(best[1], {"chunked-prefill-size": 16384}, {"chunked-prefill-size": 16384, "tp-size": 8}, {},
+                        None, best_score),
+        gain=results.GainRecord(best[0] / baseline - 1, best[0] / baseline - 1, best[0] / baseline - 1)))
     return study.id
+
+
+def _one_sample(goodput_tok_s: float) -> results.ScoreRecord:
+    return results.ScoreRecord((goodput_tok_s,), goodput_tok_s, 0.0, 0.0, goodput_tok_s)
 
 
 def _search(rng: random.Random, goodput: float) -> dict[str, Any]:

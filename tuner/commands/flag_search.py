@@ -89,7 +89,6 @@ def search(db: Any, request: FlagSearchRequest, config: Any, args: argparse.Name
 
 
 def list_studies(db: Any) -> int:
-    from tuner.store.base import json_object
     from tuner.store.flags import list_studies as stored
     from tuner.store.flags import trial_counts
 
@@ -99,10 +98,10 @@ def list_studies(db: Any) -> int:
         return 0
     for s in studies:
         counts = trial_counts(db, s.id)
-        best = json_object((s.result or {}).get("best"))
-        best_text = f"best {best['median']:.1f} tok/s (trial {best['trial']})" if best else "no result yet"
-        gain = json_object((s.result or {}).get("gain"))
-        gain_text = f", {gain['ratio'] * 100:+.1f}% vs baseline" if gain else ""
+        best = s.result.best if s.result is not None else None
+        best_text = f"best {best.score.median:.1f} tok/s (trial {best.trial})" if best else "no result yet"
+        gain = s.result.gain if s.result is not None else None
+        gain_text = f", {gain.ratio * 100:+.1f}% vs baseline" if gain else ""
         print(f"{s.name}: {s.engine} {s.model} on {s.gpu or '-'} [{s.sampler}, {s.status}] "
               f"{', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}; {best_text}{gain_text}")
     return 0

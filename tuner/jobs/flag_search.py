@@ -111,9 +111,9 @@ class FlagSearchHandler:
         result = self.study_run.run_step(launches=int(p["launches"]),  # type: ignore[arg-type]
                                          remeasures=int(p["remeasures"]),  # type: ignore[arg-type]
                                          last=bool(p.get("last")))
-        best = result.get("best") or {}
-        return {"study": self.study_run.config.name, "best_trial": best.get("trial"),
-                "best_median": best.get("median")}
+        best = result.best
+        return {"study": self.study_run.config.name, "best_trial": None if best is None else best.trial,
+                "best_median": None if best is None else best.score.median}
 
     def close(self) -> None:
         if self.db is not None:
@@ -156,14 +156,15 @@ def result_of(database_url: str, job: units.JobRecord) -> FlagSearchResult | Non
         db.dispose()
     if record is None or progress.done == 0:
         return None
-    stored: dict[str, Any] = dict(record.result or {})
-    best: dict[str, Any] = stored.get("best") if isinstance(stored.get("best"), dict) else {}  # type: ignore[assignment]
-    base: dict[str, Any] = stored.get("baseline") if isinstance(stored.get("baseline"), dict) else {}  # type: ignore[assignment]
-    gain: dict[str, Any] = stored.get("gain") if isinstance(stored.get("gain"), dict) else {}  # type: ignore[assignment]
+    stored = record.result
+    best = stored.best if stored is not None else None
+    base = stored.baseline if stored is not None else None
+    gain = stored.gain if stored is not None else None
     return FlagSearchResult(
         job.id, progress.job.state, record.name, record.engine, record.model, record.gpu, progress.done,
-        progress.total, best.get("trial"), dict(best["flags"]) if best else None,
-        dict(best["env"]) if best else None, best.get("median"), base.get("median"), gain.get("ratio"))
+        progress.total, None if best is None else best.trial, None if best is None else dict(best.flags),
+        None if best is None else dict(best.env), None if best is None else best.score.median,
+        None if base is None else base.score.median, None if gain is None else gain.ratio)
 
 
 class FlagSearchKind:

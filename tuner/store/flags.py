@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from tuner.store.base import JsonObject
 from tuner.store.db import Database
 from tuner.store.flag_models import FlagStudy, FlagTrial
+from tuner.store.flag_results import StoredResultError, StudyResult
 from tuner.store.models import utc_now
 
 TRIAL_STATUSES = ("running", "ok", "infeasible", "failed", "skipped", "duplicate")
@@ -43,7 +44,7 @@ class FlagStudyRecord:
     settings: JsonObject | None  # trials, repeats, top-k, seed, engine options, time scale
     owner: str | None
     heartbeat_at: dt.datetime | None
-    result: JsonObject | None  # best config, baseline, ranking, gain
+    result: StudyResult | None  # best config, baseline, ranking, gain (None until the first step ends)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,22 @@ class FlagTrialRecord:
 
 
 def _study_record(row: FlagStudy) -> FlagStudyRecord:
-    return FlagStudyRecord(**{f.name: getattr(row, f.name) for f in fields(FlagStudyRecord)})
+    values = {f.name: getattr(row, f.name) for f in fields(FlagStudyRecord)}
+    if row.result is not None:
+        try:
+            values["result"] = StudyResult.from_json(row.result)
+        except StoredResultError as exc:
+            raise StoredResultError(f"the stored result of flag study {row.name!r} cannot be read ({exc}); "
+                                    "run the study again to rewrite it") from None
+    return FlagStudyRecord(**values)
+
+
+def _stored(values: dict[str, Any]) -> dict[str, Any]:
+    """Column values of a study: a StudyResult as its JSON document."""
+    result = values.get("result")
+    if result is not None and not isinstance(result, StudyResult):
+        raise TypeError(f"a study's result is a StudyResult, not {type(result).__name__}")
+    return {**values, "result": result.to_json()} if isinstance(result, StudyResult) else values
 
 
 def _trial_record(row: FlagTrial) -> FlagTrialRecord:
@@ -107,7 +123,7 @@ def create_study(db: Database, **values: Any) -> FlagStudyRecord:
     values.setdefault("status", "running")
 
     def work(session: Session) -> FlagStudyRecord:
-        row = FlagStudy(**values)
+        row = FlagStudy(**_stored(values))
         session.add(row)
         session.flush()
         return _study_record(row)
@@ -126,7 +142,7 @@ def update_study(db: Database, study_id: int, **values: Any) -> None:
         row = session.get(FlagStudy, study_id)
         if row is None:
             raise KeyError(f"no flag study with id {study_id}")
-        for key, value in values.items():
+        for key, value in _stored(values).items():
             setattr(row, key, value)
         row.updated_at = utc_now()
 

@@ -104,9 +104,9 @@ def test_a_real_search_respects_the_slos_and_records_ooms(searched):
     assert _our_engines() == []  # every engine is gone
     # robust re-measurement of the best and the baseline; the result compares them with a spread
     result = study.result
-    assert len(result["best"]["samples"]) == 3 and "gain" in result
+    assert len(result.best.score.samples) == 3 and result.baseline is not None and result.best is not None
     doc = json.loads((tmp / "out" / "best.json").read_text())
-    assert doc["best"]["trial"] == result["best"]["trial"]
+    assert doc["best"]["trial"] == result.best.trial
 
 
 def test_the_exported_yaml_relaunches_the_simulator_with_exactly_those_flags(searched, tmp_path):
@@ -244,9 +244,9 @@ def test_the_search_ran_as_a_job_of_one_unit_per_launch(searched):
     keys = [u.key for u in units.list_units(db, job.id)]
     assert keys == ["baseline", *[f"trial {i}" for i in range(1, 12)], "re-measure 1", "re-measure 2"]
     result = kinds.get_kind(job.kind).result(db.url, job)
-    best = store.get_study(db, "simtest").result["best"]
-    assert (result.study, result.best_trial, result.best_median) == ("simtest", best["trial"], best["median"])
-    assert result.units_done == result.units_total == 14 and result.best_flags == best["flags"]
+    best = store.get_study(db, "simtest").result.best
+    assert (result.study, result.best_trial, result.best_median) == ("simtest", best.trial, best.score.median)
+    assert result.units_done == result.units_total == 14 and result.best_flags == best.flags
     # the same command again finds the finished job: nothing is launched
     study_id = store.get_study(db, "simtest").id
     before = len(store.list_trials(db, study_id, "search")) + len(store.list_trials(db, study_id, "remeasure"))

@@ -24,7 +24,7 @@ from tuner.search.flags.load_search import LoadSearchConfig
 from tuner.search.flags.objective import Objective, parse_slo_text
 from tuner.search.flags.report import load_report, render_summary
 from tuner.search.flags.space import space_from_mapping
-from tuner.search.flags.study import StudyConfig, optuna_storage, run_study
+from tuner.search.flags.study import NAMED_CONSTRAINTS, StudyConfig, optuna_storage, run_study
 from tuner.store import flags as store
 from tuner.store.db import open_database
 
@@ -93,14 +93,24 @@ def test_a_search_records_baseline_ooms_constraints_and_a_robust_best(db):
     assert len(again) == 3 and {r.trial_number for r in again} >= {0}
     assert ev.repeats_seen.count(3) == 3
     result = outcome.result
-    assert result["robust"] and result["best"]["samples"] and len(result["best"]["samples"]) == 3
-    assert result["best"]["sigma"] == pytest.approx(1.4826 * 8)
-    assert result["gain"]["ratio"] > 0.5 and result["gain"]["low"] < result["gain"]["ratio"]
+    assert result.robust and result.best.score.samples and len(result.best.score.samples) == 3
+    assert result.best.score.sigma == pytest.approx(1.4826 * 8)
+    assert result.gain.ratio > 0.5 and result.gain.low < result.gain.ratio
+    assert store.get_study(db, "s").result == result  # read back from the store as the same typed record
     # Optuna sees the same study, also the way optuna-dashboard opens it
     dash = optuna.storages.RDBStorage(db.url, skip_compatibility_check=True, skip_table_creation=True)
     study = optuna.load_study(study_name="s", storage=dash)
     assert study.trials[0].user_attrs["baseline"] is True
-    assert all("constraints" in t.user_attrs for t in study.trials if t.state.name == "COMPLETE")
+    # the sampler's constraints where it reads them; each trial's results only in its flag_trials row
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if NAMED_CONSTRAINTS:
+        assert all(len(t.constraints) == 3 for t in complete)
+    else:
+        assert all("constraints" in t.user_attrs for t in complete)
+    assert all(set(t.user_attrs) <= {"baseline", "retry_of", "proposed_by", "local_param", "constraints"}
+               for t in study.trials)
+    assert [t.values for t in complete] == [r.values for r in rows if r.status in ("ok", "infeasible", "skipped",
+                                                                                    "duplicate")]
     assert study.user_attrs["slos"] == ["ttft_p99<=2000ms", "tpot_p99<=50ms"]
 
 
@@ -210,21 +220,21 @@ def test_resuming_with_other_options_is_refused(db):
 def test_other_samplers(db, sampler):
     outcome = run_study(db, _config(name=sampler, n_trials=6, repeats=0, sampler=sampler),
                         FakeEvaluator(landscape), out=lambda s: None)
-    assert outcome.result["best"]["median"] > 500
+    assert outcome.result.best.score.median > 500
 
 
 def test_pareto_objective_has_two_values(db):
     outcome = run_study(db, _config(n_trials=6, repeats=0, sampler="nsga2", objective="pareto"),
                         FakeEvaluator(landscape), out=lambda s: None)
     study = optuna.load_study(study_name="s", storage=optuna_storage(db.url))
-    assert len(study.directions) == 2 and outcome.result["best"]
+    assert len(study.directions) == 2 and outcome.result.best
 
 
 def test_gp_sampler_when_scipy_is_installed(db):
     pytest.importorskip("scipy")
     outcome = run_study(db, _config(name="gp", n_trials=6, repeats=0, sampler="gp"),
                         FakeEvaluator(landscape), out=lambda s: None)
-    assert outcome.result["best"]["median"] > 500
+    assert outcome.result.best.score.median > 500
 
 
 def test_local_search_starts_next_to_the_engine_defaults_and_climbs(db):
@@ -265,3 +275,51 @@ def test_only_a_baseline_failure_no_searched_flag_can_change_stops_the_search(ki
 
     reason = baseline_blocker(kind, never_ready, f"[tuner] argv: [...]\n{log}\n", "sim exited", SPACE["params"])
     assert (reason == log) if stops else reason is None
+
+
+def test_a_study_stored_the_old_way_with_results_in_user_attrs_resumes_and_reports(db, tmp_path):
+    # what earlier versions left: every trial's result also in Optuna user attributes (key, flags, status,
+    # goodput...), the study result as a plain JSON document; both are read as before, the attributes ignored
+    run_study(db, _config(n_trials=4, repeats=0), FakeEvaluator(landscape), out=lambda s: None)
+    record = store.get_study(db, "s")
+    storage = optuna_storage(db.url)
+    study = optuna.load_study(study_name="s", storage=storage)
+    rows = {r.trial_number: r for r in store.list_trials(db, record.id, "search")}
+    import sqlalchemy as sa
+
+    attrs = []
+    for t in study.trials:  # Optuna refuses to change finished trials: written into its table as they were
+        r = rows[t.number]
+        for name, value in (("key", json.dumps({"flags": r.flags, "env": r.env}, sort_keys=True)),
+                            ("flags", r.flags), ("env", r.env), ("launched", r.status in ("ok", "infeasible")),
+                            ("status", "bogus"), ("failure_kind", r.failure_kind), ("goodput_tok_s", 1e9)):
+            attrs.append({"trial_id": t._trial_id, "key": name, "value_json": json.dumps(value)})
+    with sa.create_engine(db.url).begin() as conn:
+        conn.execute(sa.text("INSERT INTO trial_user_attributes (trial_id, key, value_json) "
+                             "VALUES (:trial_id, :key, :value_json)"), attrs)
+    assert optuna.load_study(study_name="s", storage=storage).trials[0].user_attrs["status"] == "bogus"
+    ev = FakeEvaluator(landscape)
+    outcome = run_study(db, _config(n_trials=6, repeats=0), ev, out=lambda s: None)
+    assert len(ev.calls) == 2  # 4 launches were done: only the 2 new ones run
+    search = store.list_trials(db, record.id, "search")
+    assert sum(r.status in ("ok", "infeasible") for r in search) == 6
+    report = load_report(db, "s")
+    assert report.best is not None and report.best == outcome.result.best
+    assert report.best.score.median == max(r.goodput_tok_s for r in search if r.status == "ok")
+    paths = export_flag_study(db, "s", tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert doc["best"]["trial"] == report.best.trial and len(paths) == 7
+    assert f"best (trial {report.best.trial})" in render_summary(report)
+
+
+def test_the_stored_result_document_is_what_the_service_hands_out(db):
+    from tuner.store import browse
+
+    outcome = run_study(db, _config(n_trials=4, repeats=3), FakeEvaluator(landscape), out=lambda s: None)
+    served = browse.study_by_name(db, "s")["result"]
+    assert list(served) == ["objective", "robust", "ranking", "baseline", "best", "gain"]
+    assert list(served["best"]) == ["trial", "params", "flags", "env", "argv", "samples", "median", "mad", "sigma",
+                                    "score"]
+    from tuner.store.flag_results import StudyResult
+
+    assert StudyResult.from_json(served) == outcome.result and served == outcome.result.to_json()

@@ -3,7 +3,8 @@ Pareto front of throughput vs p99 latency (PNG plus CSV/JSON data), the exact la
 `--config` YAML, and everything as JSON. Built from the database only, so `tuner export` can write it again
 at any time.
 
-Reads the store and writes files; it launches nothing and never changes the study.
+Reads the store's typed records (FlagStudyRecord with its StudyResult, FlagTrialRecord) and writes files; it
+launches nothing and never changes the study.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tuner.search.flags.load_search import LoadSearchResult
 from tuner.store import flags as store
 from tuner.store.base import json_object
 from tuner.store.db import Database
+from tuner.store.flag_results import BestConfig, StudyResult
 
 FILES = ("best.json", "best-config.yaml", "launch-command.txt", "pareto.csv", "pareto.json", "pareto.png",
          "trials.csv")
@@ -38,12 +40,24 @@ class StudyReport:
     remeasures: tuple[store.FlagTrialRecord, ...]
 
     @property
-    def result(self) -> Mapping[str, Any]:
-        return self.study.result or {}
+    def result(self) -> StudyResult | None:
+        """The study's result as it stands (None before its first step ended)."""
+        return self.study.result
 
     @property
-    def best(self) -> Mapping[str, Any] | None:
-        return json_object(self.result.get("best"))
+    def best(self) -> BestConfig | None:
+        return self.result.best if self.result is not None else None
+
+    @property
+    def trial_counts(self) -> dict[str, int]:
+        """Search trials per status, in TRIAL_STATUSES order (statuses with none left out)."""
+        return {status: n for status in store.TRIAL_STATUSES
+                if (n := sum(1 for t in self.trials if t.status == status))}
+
+    def best_launch_argv(self) -> list[str]:
+        """The best config's engine command line (KeyError-free: call only when `best` is not None)."""
+        assert self.best is not None
+        return launch_argv(self, self.best.flags)
 
     @property
     def pareto_metric(self) -> str:
@@ -201,9 +215,9 @@ def write_pareto_png(report: StudyReport, points: Sequence[ParetoPoint], path: P
                    facecolors="none", edgecolors="black", label="baseline (engine defaults)")
     best = report.best
     if best is not None:
-        mine = [p for p in points if p.trial == best["trial"]]
+        mine = [p for p in points if p.trial == best.trial]
         ax.scatter([p.latency_s * 1e3 for p in mine], [p.throughput_tok_s for p in mine], marker="*", s=120,
-                   c="#f4a259", edgecolors="black", label=f"best (trial {best['trial']})", zorder=5)
+                   c="#f4a259", edgecolors="black", label=f"best (trial {best.trial})", zorder=5)
     limit = _slo_limit(report, metric)
     if limit is not None:
         ax.axvline(limit * 1e3, ls="--", c="#888888", lw=1)
@@ -235,19 +249,20 @@ def _as_json(value: Any) -> Any:
 def summary(report: StudyReport) -> dict[str, Any]:
     """The JSON document of a study's result (best.json)."""
     s = report.study
+    result = report.result
     best = report.best
     out: dict[str, Any] = {
         "study": s.name, "engine": s.engine, "engine_version": s.engine_version, "gpu": s.gpu,
         "model": s.model, "workload": s.workload, "objective": s.objective, "sampler": s.sampler,
-        "load_search": s.load_search, "status": s.status,
-        "trials": {status: sum(1 for t in report.trials if t.status == status)
-                   for status in store.TRIAL_STATUSES if any(t.status == status for t in report.trials)},
-        "baseline": report.result.get("baseline"), "gain": report.result.get("gain"),
-        "ranking": report.result.get("ranking"), "robust": report.result.get("robust"),
+        "load_search": s.load_search, "status": s.status, "trials": report.trial_counts,
+        "baseline": result.baseline.to_json() if result is not None and result.baseline is not None else None,
+        "gain": result.gain.to_json() if result is not None and result.gain is not None else None,
+        "ranking": [r.to_json() for r in result.ranking] if result is not None else None,
+        "robust": result.robust if result is not None else None,
     }
     if best is not None:
-        argv = launch_argv(report, best["flags"])
-        out["best"] = {**best, "launch_argv": argv, "launch_command": launch_command(argv, best["env"] or {})}
+        argv = report.best_launch_argv()
+        out["best"] = {**best.to_json(), "launch_argv": argv, "launch_command": launch_command(argv, best.env)}
     return _as_json(out)
 
 
@@ -270,7 +285,9 @@ def write_report(report: StudyReport, out_dir: str | Path, *, force: bool = Fals
 
 def _write_files(report: StudyReport, out: Path) -> list[Path]:
     doc = summary(report)
-    best = doc["best"]
+    best = report.best
+    assert best is not None and report.result is not None
+    argv = report.best_launch_argv()
     written: list[Path] = []
 
     def put(name: str, text: str) -> None:
@@ -280,17 +297,16 @@ def _write_files(report: StudyReport, out: Path) -> list[Path]:
 
     put("best.json", json.dumps(doc, indent=2) + "\n")
     gain_text = ""
-    if doc.get("gain"):
-        g = doc["gain"]
-        gain_text = f"; {g['ratio'] * 100:+.1f}% goodput over the engine's defaults"
-    put("best-config.yaml", config_yaml(spelled_flags(report, best["flags"]), best["env"] or {}, header=[
-        f"Best config of flag-search study {report.study.name!r} (trial {best['trial']}){gain_text}.",
+    if report.result.gain is not None:
+        gain_text = f"; {report.result.gain.ratio * 100:+.1f}% goodput over the engine's defaults"
+    put("best-config.yaml", config_yaml(spelled_flags(report, best.flags), best.env, header=[
+        f"Best config of flag-search study {report.study.name!r} (trial {best.trial}){gain_text}.",
         (f"Model {report.study.model}, {report.study.gpu or report.study.engine}; SLOs "
          f"{', '.join(report.slos)}."),
         ("Launch: python -m sglang.launch_server --model-path MODEL --config best-config.yaml"
          if report.study.engine != "vllm" else "Launch: vllm serve MODEL --config best-config.yaml"),
     ]))
-    put("launch-command.txt", best["launch_command"] + "\n")
+    put("launch-command.txt", launch_command(argv, best.env) + "\n")
     points = pareto_points(report)
     fields = ["trial", "step", "load", "throughput_tok_s", "goodput_tok_s", f"{report.pareto_metric}_s",
               "meets_slo", "on_front", "is_baseline", "params"]
@@ -323,26 +339,26 @@ def _write_files(report: StudyReport, out: Path) -> list[Path]:
 
 def render_summary(report: StudyReport) -> str:
     """A few lines for the terminal: best config, gain over the baseline with spread, the command."""
-    doc = summary(report)
-    lines = [f"study {doc['study']}: {doc['model']} on {doc['gpu'] or doc['engine']}; "
-             + ", ".join(f"{n} {k}" for k, n in (doc.get("trials") or {}).items())]
-    base = doc.get("baseline")
-    if base:
-        lines.append(f"baseline (trial {base['trial']}): " + (
-            f"goodput {base['median']:.1f} ± {base['sigma']:.1f} tok/s" if base.get("status") == "ok"
-            else f"{base.get('status')} ({base.get('failure_kind')})"))
-    best = doc.get("best")
-    if best is None:
+    s = report.study
+    lines = [f"study {s.name}: {s.model} on {s.gpu or s.engine}; "
+             + ", ".join(f"{n} {k}" for k, n in report.trial_counts.items())]
+    result = report.result
+    base = result.baseline if result is not None else None
+    if base is not None:
+        lines.append(f"baseline (trial {base.trial}): " + (
+            f"goodput {base.score.median:.1f} ± {base.score.sigma:.1f} tok/s" if base.status == "ok"
+            else f"{base.status} ({base.failure_kind})"))
+    best = report.best
+    if result is None or best is None:
         lines.append("no config met the SLOs")
         return "\n".join(lines)
-    lines.append(f"best (trial {best['trial']}): goodput {best['median']:.1f} ± {best['sigma']:.1f} tok/s "
-                 f"(score median - 1.4826 MAD = {best['score']:.1f}, {len(best['samples'])} sample(s))")
-    params = best.get("params") or {}
-    lines.append("  " + (" ".join(f"{k}={v}" for k, v in params.items()) or "(the engine's defaults: no "
-                                                                                "searched flag set)"))
-    g = doc.get("gain")
-    if g:
-        lines.append(f"gain over the baseline: {g['ratio'] * 100:+.1f}% "
-                     f"(spread {g['low'] * 100:+.1f}% .. {g['high'] * 100:+.1f}%)")
-    lines.append("launch: " + best["launch_command"])
+    lines.append(f"best (trial {best.trial}): goodput {best.score.median:.1f} ± {best.score.sigma:.1f} tok/s "
+                 f"(score median - 1.4826 MAD = {best.score.score:.1f}, {len(best.score.samples)} sample(s))")
+    lines.append("  " + (" ".join(f"{k}={v}" for k, v in best.params.items()) or "(the engine's defaults: no "
+                                                                                    "searched flag set)"))
+    g = result.gain
+    if g is not None:
+        lines.append(f"gain over the baseline: {g.ratio * 100:+.1f}% "
+                     f"(spread {g.low * 100:+.1f}% .. {g.high * 100:+.1f}%)")
+    lines.append("launch: " + launch_command(report.best_launch_argv(), best.env))
     return "\n".join(lines)

@@ -46,6 +46,14 @@ from tuner.search.flags.space import (
 from tuner.search.flags.trial import TrialOutcome
 from tuner.store import flags as store
 from tuner.store.db import Database
+from tuner.store.flag_results import (
+    BaselineResult,
+    BestConfig,
+    GainRecord,
+    RankedConfig,
+    ScoreRecord,
+    StudyResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +115,7 @@ class StudyConfig:
 @dataclass(frozen=True)
 class StudyOutcome:
     study: store.FlagStudyRecord
-    result: Mapping[str, Any]
+    result: StudyResult
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -125,7 +133,7 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 # Optuna 5 records named constraints on the trial (Trial.set_constraint) and its samplers read them;
-# older versions take a constraints_func that reads what we store as a user attribute.
+# older versions take a constraints_func, which reads them from a user attribute (only there).
 NAMED_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
 
 
@@ -134,11 +142,13 @@ def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
 
 
 def set_constraints(trial: optuna.Trial, names: list[str], values: list[float]) -> None:
-    """SLO constraints of a trial (<= 0: met), where the sampler and optuna-dashboard find them."""
-    trial.set_user_attr("constraints", values)
+    """SLO constraints of a trial (<= 0: met), where the sampler and optuna-dashboard find them. The trial's
+    `flag_trials` row keeps them too: that row is the record the search and the report read."""
     if NAMED_CONSTRAINTS:
         for name, value in zip(names, values, strict=True):
             trial.set_constraint(name, value)
+    else:
+        trial.set_user_attr("constraints", values)
 
 
 def make_sampler(name: str, seed: int, n_trials: int, n_objectives: int) -> optuna.samplers.BaseSampler:
@@ -310,8 +320,7 @@ class FlagStudyRun:
         rows = store.fail_running_trials(self.db, self.record.id,
                                          "the process running this trial stopped before it finished")
         storage = study._storage
-        for t in stale:
-            storage.set_trial_user_attr(t._trial_id, "failure_kind", "interrupted")
+        for t in stale:  # the row (when the launch had begun) says why: failed, interrupted
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             study.enqueue_trial(dict(t.params), user_attrs={
                 "retry_of": t.number, **({"baseline": True} if t.user_attrs.get("baseline") else {})})
@@ -320,22 +329,19 @@ class FlagStudyRun:
                      "marked failed and queued again")
 
     # ---- the search ---------------------------------------------------------------------------------
-    def _history(self) -> tuple[dict[str, optuna.trial.FrozenTrial], list[MemoryFailure], int]:
-        """Measured candidates by key, memory failures, and the launches so far."""
-        by_key: dict[str, optuna.trial.FrozenTrial] = {}
+    def _history(self) -> tuple[dict[str, store.FlagTrialRecord], list[MemoryFailure], int]:
+        """Measured candidates by key (the first search trial of each), memory failures, and the launches so
+        far, from the study's `flag_trials` rows (the record of every trial; Optuna holds only its values)."""
+        by_key: dict[str, store.FlagTrialRecord] = {}
         failures: list[MemoryFailure] = []
         launched = 0
-        for t in self.study.get_trials(deepcopy=False):
-            attrs = t.user_attrs
-            if t.state == TrialState.COMPLETE and attrs.get("launched"):
+        for row in store.list_trials(self.db, self.record.id, "search"):
+            if row.status in ("ok", "infeasible"):
                 launched += 1
-                if attrs.get("key"):
-                    by_key.setdefault(attrs["key"], t)
-                if attrs.get("failure_kind") in MEMORY_FAILURE_KINDS:
-                    failures.append(MemoryFailure(t.number, attrs["failure_kind"], attrs.get("flags") or {},
-                                                  attrs.get("env") or {}))
-            elif t.state == TrialState.FAIL and attrs.get("launched") \
-                    and attrs.get("failure_kind") != "interrupted":
+                by_key.setdefault(_row_key(row), row)
+                if row.failure_kind in MEMORY_FAILURE_KINDS:
+                    failures.append(MemoryFailure(row.trial_number, row.failure_kind, row.flags, row.env))
+            elif row.status == "failed" and row.failure_kind != "interrupted":
                 launched += 1  # an environment failure costs a launch; an interrupted trial is run again
         return by_key, failures, launched
 
@@ -349,7 +355,7 @@ class FlagStudyRun:
             self._release(status)
         return StudyOutcome(store.get_study(self.db, self.config.name) or self.record, result)
 
-    def run_step(self, *, launches: int, remeasures: int, last: bool) -> dict[str, Any]:
+    def run_step(self, *, launches: int, remeasures: int, last: bool) -> StudyResult:
         """One work unit of a flag-search job (at most one engine launch): search until `launches` launches
         (the baseline included) have run, then re-measure up to `remeasures` of the best candidates, and store
         the result as it stands. Steps already done (a resumed job, an interrupted launch queued again) cost
@@ -387,9 +393,6 @@ class FlagStudyRun:
             trial = self.study.ask()
             baseline = bool(trial.user_attrs.get("baseline"))
             candidate = baseline_candidate(c.space) if baseline else suggest(c.space, trial)
-            for name, value in (("key", candidate.key), ("flags", _jsonable(dict(candidate.flags))),
-                                ("env", dict(candidate.env)), ("notes", list(candidate.notes))):
-                trial.set_user_attr(name, value)
             previous = by_key.get(candidate.key)
             if previous is not None:
                 self._tell_copy(trial, candidate, previous)
@@ -410,7 +413,7 @@ class FlagStudyRun:
             self._baseline_args = dict(base.server_info)
         return nearest_values(self.config.space, self._baseline_args)
 
-    def _local_proposal(self, by_key: Mapping[str, optuna.trial.FrozenTrial],
+    def _local_proposal(self, by_key: Mapping[str, store.FlagTrialRecord],
                         failures: list[MemoryFailure]) -> tuple[dict[str, Any], str] | None:
         """The next unmeasured config one parameter away from the best so far (first improvement: the
         scan goes on with the parameter after the one that produced the best; values nearest first), or
@@ -425,14 +428,13 @@ class FlagStudyRun:
             return cand.key not in by_key and predicted_failure(cand, failures, self.directions) is None
 
         feasible = [t for t in by_key.values() if t.params and t.values
-                    and all(v <= 0 for v in (t.user_attrs.get("constraints") or [1.0]))
-                    and t.values[0] > 0]
+                    and all(v <= 0 for v in (t.constraints or [1.0])) and t.values[0] > 0]
         if not feasible:
             start = self._defaults_nearest()
             return (start, "") if start is not None and fresh(start) else None
-        best = max(feasible, key=lambda t: t.values[0])
+        best = max(feasible, key=lambda t: t.values[0] if t.values else 0.0)
         order = list(self._param_order)
-        last = best.user_attrs.get("local_param")
+        last = self._local_param(best.trial_number)
         if last in order:
             i = order.index(last) + 1
             order = order[i:] + order[:i]
@@ -447,7 +449,16 @@ class FlagStudyRun:
                     return values, key
         return None
 
-    def _maybe_propose_local(self, by_key: Mapping[str, optuna.trial.FrozenTrial],
+    def _local_param(self, trial_number: int) -> str | None:
+        """The parameter the local search changed to propose trial `trial_number` (an enqueued trial's
+        attribute: how it was proposed, not what it measured), or None."""
+        for t in self.study.get_trials(deepcopy=False):
+            if t.number == trial_number:
+                value = t.user_attrs.get("local_param")
+                return value if isinstance(value, str) else None
+        return None
+
+    def _maybe_propose_local(self, by_key: Mapping[str, store.FlagTrialRecord],
                              failures: list[MemoryFailure]) -> None:
         """With probability `local_share`, queue the local-search proposal; otherwise (or at a local
         optimum) the sampler proposes the next config."""
@@ -464,15 +475,16 @@ class FlagStudyRun:
                 attrs["local_param"] = key
             self.study.enqueue_trial(values, user_attrs=attrs)
 
-    def _tell_copy(self, trial: optuna.Trial, candidate: Candidate, previous: optuna.trial.FrozenTrial) -> None:
-        trial.set_user_attr("duplicate_of", previous.number)
-        set_constraints(trial, self.config.objective.constraint_names,
-                        list(previous.user_attrs.get("constraints") or []))
+    def _tell_copy(self, trial: optuna.Trial, candidate: Candidate, previous: store.FlagTrialRecord) -> None:
+        """A candidate already measured: no launch; the sampler is told the earlier trial's values."""
+        values = list(previous.values or [])
+        constraints = list(previous.constraints or [])
+        set_constraints(trial, self.config.objective.constraint_names, constraints)
         row = store.start_trial(self.db, self.record.id, trial.number, params=dict(candidate.params),
                                 flags=_jsonable(dict(candidate.flags)), env=dict(candidate.env))
-        store.finish_trial(self.db, row, status="duplicate", error=f"same flags as trial {previous.number}",
-                           values=previous.values)
-        self.study.tell(trial, previous.values)
+        store.finish_trial(self.db, row, status="duplicate", error=f"same flags as trial {previous.trial_number}",
+                           values=values, constraints=constraints)
+        self.study.tell(trial, values)
 
     def _tell_predicted(self, trial: optuna.Trial, candidate: Candidate, failure: MemoryFailure) -> None:
         c = self.config
@@ -481,8 +493,6 @@ class FlagStudyRun:
         constraints = c.objective.constraints(None)
         values = _finite(c.objective.values(None))
         set_constraints(trial, c.objective.constraint_names, constraints)
-        for name, value in (("failure_kind", "predicted_oom"), ("status", "skipped"), ("error", reason)):
-            trial.set_user_attr(name, value)
         row = store.start_trial(self.db, self.record.id, trial.number, params=dict(candidate.params),
                                 flags=_jsonable(dict(candidate.flags)), env=dict(candidate.env),
                                 notes=list(candidate.notes))
@@ -493,7 +503,6 @@ class FlagStudyRun:
 
     def _evaluate(self, trial: optuna.Trial, candidate: Candidate, baseline: bool, launched: int) -> None:
         c = self.config
-        trial.set_user_attr("launched", True)
         row = store.start_trial(self.db, self.record.id, trial.number, is_baseline=baseline,
                                 params=dict(candidate.params), flags=_jsonable(dict(candidate.flags)),
                                 env=dict(candidate.env), notes=list(candidate.notes))
@@ -503,7 +512,6 @@ class FlagStudyRun:
         except BaseException:
             store.finish_trial(self.db, row, status="failed", failure_kind="interrupted",
                                error="interrupted while measuring; queued again for the next run")
-            trial.set_user_attr("failure_kind", "interrupted")
             self.study.tell(trial, state=TrialState.FAIL)
             self.study.enqueue_trial(dict(trial.params), user_attrs={
                 "retry_of": trial.number, **({"baseline": True} if baseline else {})})
@@ -511,10 +519,6 @@ class FlagStudyRun:
         fields = outcome_fields(outcome, c.objective)
         if outcome.engine_version:
             store.update_study(self.db, self.record.id, engine_version=outcome.engine_version)
-        for name, value in (("status", outcome.status), ("failure_kind", outcome.failure_kind),
-                            ("error", (outcome.error or "")[:500] or None),
-                            ("goodput_tok_s", fields["goodput_tok_s"]), ("max_load", fields["max_load"])):
-            trial.set_user_attr(name, value)
         blocker = baseline_blocker(outcome.failure_kind, outcome.never_ready, outcome.log_tail, outcome.error,
                                    [p.name for p in c.space.params]) if baseline else None
         if blocker is not None:
@@ -547,7 +551,7 @@ class FlagStudyRun:
             self.out(f"  infeasible ({outcome.failure_kind}): {first_line}")
 
     # ---- re-measurement and result --------------------------------------------------------------------
-    def _finish(self, max_remeasures: int | None = None) -> dict[str, Any]:
+    def _finish(self, max_remeasures: int | None = None) -> StudyResult:
         c = self.config
         trials = store.list_trials(self.db, self.record.id, kind="search")
         measured = [t for t in trials if t.status == "ok" and t.goodput_tok_s is not None]
@@ -584,23 +588,19 @@ class FlagStudyRun:
                             key=lambda t: (t.trial_number not in robust or scores[t.trial_number].median <= 0,
                                            -scores[t.trial_number].score))
         best = candidates[0] if candidates else None
-        result: dict[str, Any] = {
-            "objective": c.objective.describe(),
-            "robust": bool(robust),
-            "ranking": [{"trial": t.trial_number, "params": t.params, **scores[t.trial_number].to_dict(),
-                         "remeasured": t.trial_number in robust} for t in candidates],
-        }
-        if base is not None:
-            result["baseline"] = {"trial": base.trial_number, "status": base.status,
-                                  "failure_kind": base.failure_kind, "flags": base.flags, "env": base.env,
-                                  **scores.get(base.trial_number, robust_score([0.0])).to_dict()}
-        if best is not None:
-            result["best"] = {"trial": best.trial_number, "params": best.params, "flags": best.flags,
-                              "env": best.env, "argv": best.argv, **scores[best.trial_number].to_dict()}
-            if base is not None:
-                g = gain(scores[best.trial_number], scores.get(base.trial_number, robust_score([0.0])))
-                result["gain"] = g.to_dict() if g is not None else None
-        store.update_study(self.db, self.record.id, result=_jsonable(result))
+        base_score = scores.get(base.trial_number, robust_score([0.0])) if base is not None else None
+        g = gain(scores[best.trial_number], base_score) if best is not None and base_score is not None else None
+        result = StudyResult(
+            objective=_jsonable(c.objective.describe()),
+            robust=bool(robust),
+            ranking=tuple(RankedConfig(t.trial_number, t.params, _score(scores[t.trial_number]),
+                                       t.trial_number in robust) for t in candidates),
+            baseline=None if base is None or base_score is None else BaselineResult(
+                base.trial_number, base.status, base.failure_kind, base.flags, base.env, _score(base_score)),
+            best=None if best is None else BestConfig(best.trial_number, best.params, best.flags, best.env,
+                                                      best.argv, _score(scores[best.trial_number])),
+            gain=None if g is None else GainRecord(g.ratio, g.low, g.high))
+        store.update_study(self.db, self.record.id, result=result)
         return result
 
     def _remeasure(self, t: store.FlagTrialRecord) -> store.FlagTrialRecord | None:
@@ -623,6 +623,15 @@ class FlagStudyRun:
         self.out(f"  goodput median {score.median:.1f}, spread (1.4826 MAD) {score.sigma:.1f}, "
                  f"score {score.score:.1f}")
         return next((r for r in store.list_trials(self.db, self.record.id, "remeasure") if r.id == row), None)
+
+
+def _row_key(row: store.FlagTrialRecord) -> str:
+    """The candidate key (Candidate.key) of a stored trial: its flags and environment."""
+    return Candidate(params=row.params, flags=row.flags, env=row.env).key
+
+
+def _score(score: RobustScore) -> ScoreRecord:
+    return ScoreRecord(score.samples, score.median, score.mad, score.sigma, score.score)
 
 
 def _load_text(config: LoadSearchConfig, load: float | None) -> str:
