@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from tuner.store.base import JsonObject
 from tuner.store.db import Database
 from tuner.store.models import BenchRun
 
@@ -40,17 +41,17 @@ class BenchRunRecord:
     engine_version: str | None
     model: str
     gpu: str | None
-    flags: Any
-    env: Any
-    workload: Any
+    flags: JsonObject  # the engine's flags as launched, name -> value
+    env: dict[str, str]
+    workload: JsonObject  # the workload's description (kind, lengths, arrivals)
     status: str  # "ok" | "failed"
     failure_kind: str | None
     error: str | None
-    client_summary: Any | None
-    engine_metrics: Any | None
-    server_info: Any | None
+    client_summary: JsonObject | None  # client-side latency/throughput figures (engine time)
+    engine_metrics: JsonObject | None  # what the engine's /metrics said, by metric
+    server_info: JsonObject | None
     log_path: str | None
-    stage_seconds: Any | None
+    stage_seconds: dict[str, float] | None  # wall seconds per stage (launch, ready, warmup, load, scrape, teardown)
 
 
 def record_bench_run(db: Database, **fields: Any) -> int:

@@ -64,7 +64,9 @@ def _request(index: int, n_in: int, n_out: int, seed: int, phrases: PhraseBank) 
 
 
 def _summary(load: Sequence[LoadRequest], times: dict[str, list[float]]) -> LoadSummary:
-    ttfts, gaps, end = [], [], 0.0
+    ttfts: list[float] = []
+    gaps: list[float] = []
+    end = 0.0
     for k, req in enumerate(load):
         t = times[f"r{k}"]
         ttfts.append(t[0] - req.arrival_s)
