@@ -83,3 +83,27 @@ def test_glm_h200_decode_is_in_the_seed_deployments_tpot_range() -> None:
     cost = model()
     for batch in (32, 48, 64):
         assert 0.020 <= decode_s(cost, batch, context=4600) <= 0.035
+
+
+def test_expert_parallel_waits_for_the_busiest_gpu_at_small_batch_and_evens_out_at_large() -> None:
+    from tuner.runtime.sim.cost import Mechanisms, RooflineCostModel
+    from tuner.runtime.sim.profiles import GPU_PROFILES, QWEN3_235B_A22B_FP8
+
+    h200 = GPU_PROFILES["H200"]
+    tp = RooflineCostModel(QWEN3_235B_A22B_FP8, h200, 8, 2)
+    ep = RooflineCostModel(QWEN3_235B_A22B_FP8, h200, 8, 2, Mechanisms(moe_ep_size=8))
+    # batch 1: 8 experts over 8 GPUs land unevenly, so the busiest GPU streams more than TP's even slices
+    assert ep.moe_layer_s(1) > 1.5 * tp.moe_layer_s(1) - QWEN3_235B_A22B_FP8.moe_layer_fixed_s
+    # a 16k-token prefill chunk spreads evenly: within 5% of TP
+    assert abs(ep.moe_layer_s(16384) / tp.moe_layer_s(16384) - 1) < 0.05
+
+
+def test_qwen3_profile_keeps_one_kv_head_per_gpu_at_tp8() -> None:
+    from tuner.runtime.sim.profiles import QWEN3_235B_A22B_FP8, model_profile_for_path
+
+    assert model_profile_for_path("Qwen/Qwen3-235B-A22B-FP8") is QWEN3_235B_A22B_FP8
+    # 4 KV heads over 8 GPUs: each GPU keeps a whole KV head (2 x 128 bf16 values per token per layer)
+    assert QWEN3_235B_A22B_FP8.kv_bytes_per_token(8, 2) == 94 * 2 * 128 * 2
+    assert QWEN3_235B_A22B_FP8.moe_split_error(8, 1) is not None
+    assert QWEN3_235B_A22B_FP8.moe_split_error(8, 8) is None
+    assert QWEN3_235B_A22B_FP8.moe_split_error(4, 2) is None  # 1536 / 2 = 768 = 6 blocks

@@ -53,7 +53,7 @@ class SimProcess:
 
 
 @contextmanager
-def sim(tmp_path: Path, *flags: str) -> Iterator[SimProcess]:
+def sim(tmp_path: Path, *flags: str, model_path: str = "zai-org/GLM-4.7-FP8") -> Iterator[SimProcess]:
     port = free_port()
     log = tmp_path / f"sim-{port}.log"
     cmd = [
@@ -61,7 +61,7 @@ def sim(tmp_path: Path, *flags: str) -> Iterator[SimProcess]:
         "-m",
         "tuner.runtime.sim",
         "--model-path",
-        "zai-org/GLM-4.7-FP8",
+        model_path,
         "--tp",
         "8",
         "--port",
@@ -220,3 +220,27 @@ def test_out_of_memory_flags_exit_non_zero_with_the_oom_log(tmp_path: Path) -> N
         assert server.proc.wait(timeout=60) != 0
         assert "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate" in server.output()
         assert "ready to roll" not in server.output()
+
+
+QWEN3 = "Qwen/Qwen3-235B-A22B-FP8"
+
+
+def test_qwen3_moe_at_tp8_with_expert_parallel_serves_and_counts_tokens(tmp_path: Path) -> None:
+    flags = ("--ep-size", "8", "--time-scale", "50", "--startup-seconds", "2", "--enable-metrics")
+    with sim(tmp_path, *flags, model_path=QWEN3) as server:
+        server.wait_ready()
+        assert httpx.get(server.url + "/v1/models").json()["data"][0]["id"] == QWEN3
+        body = {"model": QWEN3, "prompt": tokenizer.make_text(200, seed=3), "max_tokens": 12}
+        reply = httpx.post(server.url + "/v1/completions", json=body, timeout=30).json()
+        assert reply["usage"]["completion_tokens"] == 12
+        metrics = httpx.get(server.url + "/metrics", timeout=10).text
+        generated = [line for line in metrics.splitlines() if line.startswith("sglang:generation_tokens_total")]
+        assert generated and float(generated[0].split()[-1]) >= 12
+
+
+def test_qwen3_fp8_experts_split_by_tp8_are_refused_in_one_line(tmp_path: Path) -> None:
+    with sim(tmp_path, "--time-scale", "50", "--startup-seconds", "2", model_path=QWEN3) as server:
+        assert server.proc.wait(timeout=60) != 0
+        out = server.output().strip().splitlines()
+        assert len(out) == 1 and "192 is not a multiple of the FP8 weight block 128" in out[0]
+        assert "--ep-size 8" in out[0]

@@ -127,6 +127,7 @@ class SimServerArgs:
     enable_torch_compile: bool = False
     torch_compile_max_bs: int = 32
     disable_shared_experts_fusion: bool = False
+    ep_size: int = 1  # --ep-size: expert-parallel width of the MoE layers (MoE TP = tp_size / ep_size)
     attn_dp_size: int = 1  # data-parallel attention width (0.5.23 --attn-dp-size; seed era --enable-dp-attention)
     disaggregation_mode: str = "null"
     sim_sglang: str = DEFAULT_SGLANG_SURFACE  # the flag surface this run accepted
@@ -541,6 +542,10 @@ def resolve_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
 
     if ns.tp_size < 1:
         raise SimArgsError("--tp-size must be >= 1")
+    ep_size = int(getattr(ns, "ep_size", 1) or 1)
+    split_error = model.moe_split_error(ns.tp_size, ep_size)
+    if split_error:
+        raise SimArgsError(split_error)
     if ns.page_size < 1:
         raise SimArgsError("--page-size must be >= 1")
     if ns.mem_fraction_static is not None and not 0.0 < ns.mem_fraction_static < 1.0:
@@ -656,6 +661,7 @@ def resolve_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         torch_compile_max_bs=int(ns.torch_compile_max_bs),
         disable_shared_experts_fusion=bool(ns.disable_shared_experts_fusion),
         attn_dp_size=attn_dp_size,
+        ep_size=ep_size,
         disaggregation_mode=str(ns.disaggregation_mode),
         sim_sglang=surface,
         warnings=tuple(warnings),

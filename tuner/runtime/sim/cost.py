@@ -57,6 +57,7 @@ class Mechanisms:
     shared_experts_fused: bool = True  # False: --disable-shared-experts-fusion
     attn_dp_size: int = 1  # --attn-dp-size (seed era: --enable-dp-attention with --dp-size)
     overlap_schedule: bool = True  # False: --disable-overlap-schedule
+    moe_ep_size: int = 1  # --ep-size: experts split whole over this many GPUs (MoE TP = tp_size / moe_ep_size)
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,35 @@ class RooflineCostModel:
         self._attn_params = model.attention_params_per_gpu(tp_size)
 
     # ---- building blocks ------------------------------------------------------------------------
+    def ep_busiest_rank_factor(self, tokens: float) -> float:
+        """Expert parallelism: the busiest GPU's routed (token, expert) pairs over the mean GPU's, >= 1.
+        All ranks meet at the all-reduce, so the layer takes the busiest rank's time. Uniform routing: a
+        rank's pairs are ~Binomial(tokens * top-k, 1 / ep); the max of ep of them ~ mean + sqrt(2 ln ep) sd."""
+        ep = self.mech.moe_ep_size
+        pairs = tokens * self.model.routed_per_token
+        if ep <= 1 or pairs <= 0:
+            return 1.0
+        mean = pairs / ep
+        sd = math.sqrt(pairs * (1 / ep) * (1 - 1 / ep))
+        return 1.0 + math.sqrt(2 * math.log(ep)) * sd / mean
+
     def moe_layer_s(self, tokens: float) -> float:
-        """One fused-MoE layer: bytes of the distinct experts touched vs expert GEMM FLOPs."""
+        """One fused-MoE layer: bytes of the distinct experts touched vs expert GEMM FLOPs. Under expert
+        parallelism each GPU holds num_experts / ep whole experts (split over tp / ep GPUs) and the layer
+        waits for the busiest GPU."""
         if tokens <= 0:
             return 0.0
         m = self.model
-        mem_s = m.expected_distinct_experts(tokens) * self._expert_bytes / self._bw
-        flops = 2 * tokens * m.experts_per_token * m.expert_params_per_gpu(self.tp_size)
+        ep = max(1, self.mech.moe_ep_size)
+        if ep == 1:
+            mem_s = m.expected_distinct_experts(tokens) * self._expert_bytes / self._bw
+            flops = 2 * tokens * m.experts_per_token * m.expert_params_per_gpu(self.tp_size)
+        else:
+            moe_tp = max(1, self.tp_size // ep)
+            skew = self.ep_busiest_rank_factor(tokens)
+            experts_on_rank = min(m.num_experts / ep, m.expected_distinct_experts(tokens) / ep * skew)
+            mem_s = experts_on_rank * m.expert_bytes_per_gpu(moe_tp) / self._bw
+            flops = 2 * tokens * m.experts_per_token / ep * skew * m.expert_params_per_gpu(moe_tp)
         total = math.hypot(mem_s, flops / self._moe_flops) + m.moe_layer_fixed_s
         if not self.mech.shared_experts_fused and m.num_shared_experts:
             params = m.num_shared_experts * m.expert_params_per_gpu(self.tp_size)

@@ -120,6 +120,7 @@ class Engine:
             shared_experts_fused=not args.disable_shared_experts_fusion,
             attn_dp_size=args.attn_dp_size,
             overlap_schedule=not args.disable_overlap_schedule,
+            moe_ep_size=args.ep_size,
         ))
         self.graph_sizes = captured_graph_sizes(args)
         self.scheduler = Scheduler(

@@ -70,6 +70,9 @@ class ModelProfile:
     cuda_graph_bytes_per_token: int  # graph pool memory per captured token slot
     mtp_accept_prob: float  # per-token acceptance of the model's own MTP/EAGLE draft
     path_patterns: tuple[str, ...]  # lowercase substrings of --model-path that select this profile
+    # FP8 block quantization's output block (128 for 128x128 blocks; 0: not block-quantized): each GPU's share
+    # of an expert's intermediate size must be whole blocks or SGLang refuses to load the weights
+    weight_block_n: int = 0
 
     @property
     def num_moe_layers(self) -> int:
@@ -119,6 +122,21 @@ class ModelProfile:
         if decode:  # absorbed MLA attends over the latent cache
             return nh * (2 * (self.kv_lora_rank + self.qk_rope_head_dim) + 2 * self.kv_lora_rank)
         return nh * (2 * (self.qk_nope_head_dim + self.qk_rope_head_dim) + 2 * self.v_head_dim)
+
+    def moe_split_error(self, tp_size: int, ep_size: int) -> str | None:
+        """Why SGLang cannot split this model's experts over `tp_size` GPUs with expert parallelism
+        `ep_size` (MoE TP = tp_size / ep_size), or None. SGLang's FP8 block-quantized MoE (fp8.py, 0.4.6 to
+        0.5.x; aiconfigurator 0.12.0 applies the same rule) needs each GPU's share of an expert's
+        intermediate size to be whole weight blocks."""
+        if ep_size < 1 or tp_size % ep_size:
+            return f"--ep-size {ep_size} must divide --tp-size {tp_size}"
+        moe_tp = tp_size // ep_size
+        share = self.moe_intermediate_size / moe_tp
+        if self.weight_block_n and share % self.weight_block_n:
+            return (f"{self.name}: moe_intermediate_size {self.moe_intermediate_size} / MoE TP {moe_tp} = "
+                    f"{share:g} is not a multiple of the FP8 weight block {self.weight_block_n}, so SGLang "
+                    f"refuses to load it; pass --ep-size {tp_size} (experts whole per GPU) or a smaller --tp-size")
+        return None
 
     def expert_params_per_gpu(self, tp_size: int) -> float:
         return 3 * self.hidden_size * self.moe_intermediate_size / tp_size
@@ -217,9 +235,49 @@ DEEPSEEK_V3 = ModelProfile(
     cuda_graph_bytes_per_token=1 * MIB,
     mtp_accept_prob=0.8,
     path_patterns=("deepseek-v3", "deepseek-r1", "deepseek_v3", "deepseek-v3.1", "deepseek"),
+    weight_block_n=128,
 )
 
-MODEL_PROFILES: dict[str, ModelProfile] = {p.name: p for p in (GLM_4_7_FP8, DEEPSEEK_V3)}
+QWEN3_235B_A22B_FP8 = ModelProfile(
+    # Qwen/Qwen3-235B-A22B-FP8 config.json (Qwen3MoeForCausalLM): 94 MoE layers, GQA 64 query / 4 KV heads of
+    # 128 (fewer KV heads than GPUs at TP8, so each GPU keeps one KV head), 128 routed experts top-8, no shared
+    # expert, FP8 e4m3 weights in 128x128 blocks (lm_head bf16).
+    name="Qwen3-235B-A22B-FP8",
+    num_layers=94,
+    num_dense_layers=0,
+    hidden_size=4096,
+    num_attention_heads=64,
+    attention="gqa",
+    num_kv_heads=4,
+    head_dim=128,
+    q_lora_rank=0,
+    kv_lora_rank=0,
+    qk_nope_head_dim=0,
+    qk_rope_head_dim=0,
+    v_head_dim=0,
+    dense_intermediate_size=12288,  # unused: mlp_only_layers is empty
+    moe_intermediate_size=1536,
+    num_experts=128,
+    experts_per_token=8,
+    num_shared_experts=0,
+    vocab_size=151936,
+    max_position_embeddings=40960,
+    weight_bytes_per_param=1.0,
+    # kernel constants fitted (one set for all points) to aiconfigurator 0.12.0's H200 SGLang estimates at TP8
+    # with --ep-size 8 (docs/benchmarks/sim-fidelity.md): a lighter layer than GLM-4.7 (hidden 4096, 8 query
+    # heads per GPU) and expert GEMMs that reach less of FP8 peak in prefill than GLM's calibration.md timings
+    moe_layer_fixed_s=15e-6,
+    moe_flops_efficiency=0.09,
+    layer_fixed_s=50e-6,
+    eager_layer_overhead_s=60e-6,
+    activation_bytes_per_token=512 * 1024,
+    cuda_graph_bytes_per_token=1 * MIB,
+    mtp_accept_prob=0.7,  # no MTP layer: an EAGLE3 draft head's per-token acceptance
+    path_patterns=("qwen3-235b-a22b-fp8", "qwen3-235b-a22b-instruct-2507-fp8", "qwen3-235b-a22b-thinking-2507-fp8"),
+    weight_block_n=128,
+)
+
+MODEL_PROFILES: dict[str, ModelProfile] = {p.name: p for p in (GLM_4_7_FP8, DEEPSEEK_V3, QWEN3_235B_A22B_FP8)}
 
 
 def model_profile_for_path(model_path: str) -> ModelProfile | None:
