@@ -53,7 +53,8 @@ def test_a_bad_request_body_is_one_line_naming_the_option(client) -> None:  # ty
                            ({**SWEEP_BODY, "kernel": "gemm"}, "--kernel must be one of"),
                            ({**SWEEP_BODY, "tp": "eight"}, "--tp must be a whole number"),
                            ({**SWEEP_BODY, "teleport": 1}, "unknown option(s) teleport"),
-                           ({**SWEEP_BODY, "model": "no-such-model-anywhere"}, "no-such-model-anywhere")]:
+                           ({**SWEEP_BODY, "model": "no-such-model-anywhere"}, "no-such-model-anywhere"),
+                           ({**SWEEP_BODY, "model": "x" * 300}, "neither a file, a folder, nor a catalog name")]:
         r = client.post("/api/jobs/kernel_sweep", json=body)
         assert r.status_code == 400, (body, r.text)
         detail = r.json()["detail"]
