@@ -624,15 +624,19 @@ def study_pareto(db: Database, study_id: int) -> dict[str, Any] | None:
         return state
 
     def delta(session: Session, state: _ParetoState, count: int, id_sum: int) -> None:
-        changed = [FlagTrial.id > state.max_id]
+        # the ids first, each from an index (one query with OR would walk every trial of the study), then their rows
+        where = FlagTrial.study_id == study_id
+        changed = set(session.scalars(sa.select(FlagTrial.id).where(where, FlagTrial.id > state.max_id)))
         if state.max_finished is not None:
-            changed.append(FlagTrial.finished_at > state.max_finished)
+            changed.update(session.scalars(sa.select(FlagTrial.id)
+                                           .where(where, FlagTrial.finished_at > state.max_finished)))
         running = [i for i, f in state.seen.items() if f is None]
-        if running:
-            changed.append(FlagTrial.id.in_(running[:MAX_PAGE]))
-        _apply_rows(state, session.execute(sa.select(*_PARETO_COLUMNS)
-                                           .where(FlagTrial.study_id == study_id, sa.or_(*changed))
-                                           .order_by(FlagTrial.trial_number, FlagTrial.id)))
+        changed.update(running[:MAX_PAGE])
+        ordered = sorted(changed)
+        for start in range(0, len(ordered), MAX_PAGE):
+            _apply_rows(state, session.execute(sa.select(*_PARETO_COLUMNS)
+                                               .where(FlagTrial.id.in_(ordered[start:start + MAX_PAGE]))
+                                               .order_by(FlagTrial.trial_number, FlagTrial.id)))
         if len(state.seen) == count and state.id_sum == id_sum and len(running) <= MAX_PAGE:
             return
         # a trial re-run (deleted and inserted again), deleted, committed late with a lower id or finished with an
