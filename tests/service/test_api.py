@@ -39,12 +39,13 @@ def test_a_kernel_sweep_job_is_created_from_its_request_and_the_same_request_fin
     assert created.status_code == 201, created.text
     job = created.json()
     assert job["kind"] == "kernel_sweep:NVIDIA H200" and job["state"] == "queued"
-    assert job["units"] == {"queued": 2} and job["units_total"] == 2
+    assert job["units"] == {"queued": 4} and job["units_total"] == 4  # a pass per batch size, then a second pass
     again = client.post("/api/jobs/kernel_sweep", json=SWEEP_BODY)
     assert again.status_code == 200 and again.json()["id"] == job["id"]
     listed = client.get("/api/jobs").json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == job["id"]
-    assert [u["key"] for u in client.get(f"/api/jobs/{job['id']}/units").json()["items"]] == ["M=1", "M=64"]
+    assert [u["key"] for u in client.get(f"/api/jobs/{job['id']}/units").json()["items"]] == [
+        "M=1", "M=64", "second pass M=1", "second pass M=64"]
     assert client.get(f"/api/jobs/{job['id']}/result").json()["result"] is None  # nothing measured yet
 
 
@@ -69,9 +70,10 @@ def test_cancel_ends_a_job_and_retry_requeues_only_a_failed_one(client, db) -> N
     r = client.post(f"/api/jobs/{job['id']}/retry")
     assert r.status_code == 409 and "only a failed job" in r.json()["detail"]
     cancelled = client.post(f"/api/jobs/{job['id']}/cancel").json()
-    assert cancelled["state"] == "cancelled" and cancelled["units"] == {"cancelled": 2}
+    assert cancelled["state"] == "cancelled" and cancelled["units"] == {"cancelled": 4}
     # a failed job: its failed unit goes back to the queue, its finished one is kept
-    other = client.post("/api/jobs/kernel_sweep", json={**SWEEP_BODY, "budget": 8}).json()
+    # (exhaustive: one unit per batch size, no second pass waiting on the first)
+    other = client.post("/api/jobs/kernel_sweep", json={**SWEEP_BODY, "exhaustive": True}).json()
     for outcome in ("done", "failed"):
         claim = units.claim_unit(db, "w1", job_ids=[other["id"]])
         assert claim is not None
@@ -200,7 +202,7 @@ def test_kinds_describe_their_options_for_the_form_and_the_openapi_docs(client) 
 def test_metrics_count_jobs_and_units_by_state_from_the_database(client, db) -> None:  # type: ignore[no-untyped-def]
     from prometheus_client.parser import text_string_to_metric_families
 
-    job = client.post("/api/jobs/kernel_sweep", json=SWEEP_BODY).json()
+    job = client.post("/api/jobs/kernel_sweep", json={**SWEEP_BODY, "exhaustive": True}).json()  # 2 units
     claim = units.claim_unit(db, "w-metrics", job_ids=[job["id"]])
     assert claim is not None
     units.complete(db, claim.unit.id, "w-metrics", {"ok": True})
