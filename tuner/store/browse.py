@@ -597,12 +597,13 @@ def study_pareto(db: Database, study_id: int) -> dict[str, Any] | None:
     and an even sample of the rest (`total_points` says how many there are). None if there is no such study.
 
     Cached per study and kept up to date incrementally: each call checks the study's trials (count, sum and newest
-    of their ids, newest finish, how many finished: one indexed aggregate) and, if they changed, reads only the trials added since
-    (id above the newest seen), those finished since (finish after the newest seen) and those that were
-    still running, and updates the front from the old front plus the new points. A trial that was re-run or
+    of their ids, newest finish, how many finished: one indexed aggregate) and, if they changed, reads only the
+    trials added since (id above the newest seen), those finished since (finish after the newest seen) and those
+    that were still running, and updates the front from the old front plus the new points. A trial that was re-run or
     deleted (the count or the id sum no longer match) is reconciled from the study's (id, finished_at) pairs. Only
-    the first call for a study in this process (or after its objective changed) reads every trial: ~11 s for
-    100 000 trials (docs/benchmarks/service-latency.md)."""
+    the first call for a study in this process (or after its objective changed, or after an update failed) reads
+    every trial: ~11 s for 100 000 trials (docs/benchmarks/service-latency.md). Thread-safe (one lock per study).
+    Errors: the database's (SQLAlchemyError) as they come."""
 
     def version(session: Session) -> tuple[Any, ...] | None:
         study = session.get(FlagStudy, study_id)
@@ -666,13 +667,13 @@ def study_pareto(db: Database, study_id: int) -> dict[str, Any] | None:
         state = _PARETO_CACHE.get(where)
         if state is not None and state.version == key and state.answer is not None:
             return state.answer
+        _PARETO_CACHE.pop(where, None)  # back only once it is whole: a failed update starts over next time
         if state is None or state.objective != objective:
             state = db.transaction(lambda s: full(s, objective), read_only=True)
         else:
             db.transaction(lambda s: delta(s, state, int(count), int(id_sum)), read_only=True)
         state.version = key
         state.answer = _pareto_answer(state)
-        _PARETO_CACHE.pop(where, None)
         if len(_PARETO_CACHE) >= MAX_PARETO_STUDIES:  # the least recently changed study goes
             _PARETO_CACHE.pop(next(iter(_PARETO_CACHE)), None)
         _PARETO_CACHE[where] = state
