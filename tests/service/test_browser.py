@@ -130,10 +130,10 @@ def test_a_job_started_from_the_form_is_listed_with_its_progress_and_can_be_canc
         page.fill("input[name=device_name]", "NVIDIA H200")
         page.click("#submit-job")
         page.wait_for_selector("#units tbody tr")
-        assert page.locator("#units tbody tr").count() == 3
+        assert page.locator("#units tbody tr").count() == 6  # a first and a second pass per batch size
         page.goto(base + "#/jobs")
         page.wait_for_selector("tr[data-state=queued]")
-        assert "0/3 done" in page.locator("tr[data-state=queued]").inner_text()
+        assert "0/6 done" in page.locator("tr[data-state=queued]").inner_text()
         page.on("dialog", lambda dialog: dialog.accept())
         page.click("button.cancel")
         page.wait_for_selector("tr[data-state=cancelled]")

@@ -97,7 +97,7 @@ def test_a_killed_service_takes_its_workers_with_it_and_a_restart_carries_on(tmp
             db.dispose()
     with serving(tmp_path, port) as proc:
         jobs = httpx.get(url + "/api/jobs").json()["items"]
-        assert [j["id"] for j in jobs] == [job["id"]] and jobs[0]["units"] == {"claimed": 1, "queued": 1}
+        assert [j["id"] for j in jobs] == [job["id"]] and jobs[0]["units"] == {"claimed": 1, "queued": 3}  # 2 batch sizes, 2 passes
         time.sleep(3.5)  # the killed worker's lease ends; the next claim takes the unit over, counting an attempt
         db = open_database(f"sqlite:///{tmp_path / 'data' / 'tuner.db'}")
         try:
