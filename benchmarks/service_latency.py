@@ -3,8 +3,10 @@
 Seeds a database (one study of --trials trials with a load search each, a kernel sweep with its measurements, a
 few jobs), starts a real `tuner serve` (no workers) on it, and times --requests GETs of each endpoint over HTTP
 from this process (sequential, after one warm-up call), reporting p50/p99 in ms. The Pareto endpoint's first
-(cold) call reads every trial and is reported on its own; later calls are served from its cache until a trial
-changes. On PostgreSQL the seeded tables are vacuumed and analyzed first, as autovacuum soon would.
+(cold) call reads every trial and is reported on its own; later calls are served from its cache, and
+"pareto (after a new trial)" times the call right after this process adds one finished trial to the study (what
+a running study does between two views: the cache reads only that trial). --only-pareto times the Pareto calls
+alone. On PostgreSQL the seeded tables are vacuumed and analyzed first, as autovacuum soon would.
 
     .venv/bin/python benchmarks/service_latency.py --backend sqlite --backend postgresql --out docs/benchmarks/service-latency.json
 """
@@ -75,7 +77,42 @@ def endpoints(ids: dict[str, int], n_trials: int) -> dict[str, str]:
     }
 
 
-def time_endpoints(base: str, paths: dict[str, str], requests: int) -> dict[str, dict[str, float]]:
+def _summary(samples: list[float]) -> dict[str, float]:
+    samples = sorted(samples)
+    return {"p50_ms": statistics.median(samples),
+            "p99_ms": samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))], "n": len(samples)}
+
+
+def time_pareto_after_new_trials(client: httpx.Client, url: str, path: str, study_id: int, n_trials: int,
+                                 requests: int) -> dict[str, float]:
+    """Add one finished trial (a 3-step load search, as the seed's) to the study, then time the Pareto call; again."""
+    import random
+
+    import seed
+
+    from tuner.store import flags as flag_store
+    from tuner.store.db import open_database
+
+    rng = random.Random(1)
+    db = open_database(url, upgrade=False)
+    samples = []
+    try:
+        for k in range(requests):
+            trial_id = flag_store.start_trial(db, study_id, n_trials + k)
+            flag_store.finish_trial(db, trial_id, status="ok", goodput_tok_s=2500.0,
+                                    searches=[seed._search(rng, 1500 + 1500 * rng.random())])
+            t0 = time.perf_counter()
+            r = client.get(path)
+            samples.append((time.perf_counter() - t0) * 1000)
+            r.raise_for_status()
+            assert r.json()["total_points"] == 3 * (n_trials + k + 1), "the new trial is not in the answer"
+    finally:
+        db.dispose()
+    return _summary(samples)
+
+
+def time_endpoints(base: str, paths: dict[str, str], requests: int, url: str, ids: dict[str, int],
+                   n_trials: int) -> dict[str, dict[str, float]]:
     out = {}
     with httpx.Client(base_url=base, timeout=120) as client:
         t0 = time.perf_counter()
@@ -91,15 +128,17 @@ def time_endpoints(base: str, paths: dict[str, str], requests: int) -> dict[str,
                 r = client.get(path)
                 samples.append((time.perf_counter() - t0) * 1000)
                 r.raise_for_status()
-            samples.sort()
-            out[name] = {"p50_ms": statistics.median(samples),
-                         "p99_ms": samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))],
-                         "n": len(samples)}
+            out[name] = _summary(samples)
             print(f"  {name:40s} p50 {out[name]['p50_ms']:7.1f} ms  p99 {out[name]['p99_ms']:7.1f} ms", flush=True)
+        name = "pareto (after a new trial)"
+        out[name] = time_pareto_after_new_trials(client, url, paths["pareto (cached)"], ids["study"], n_trials,
+                                                 requests)
+        print(f"  {name:40s} p50 {out[name]['p50_ms']:7.1f} ms  p99 {out[name]['p99_ms']:7.1f} ms", flush=True)
     return out
 
 
-def run_backend(backend: str, n_trials: int, requests: int, folder: Path) -> dict[str, dict[str, float]]:
+def run_backend(backend: str, n_trials: int, requests: int, folder: Path,
+                only_pareto: bool = False) -> dict[str, dict[str, float]]:
     import contextlib
 
     from test_serve_process import _free_port, serving
@@ -124,7 +163,10 @@ def run_backend(backend: str, n_trials: int, requests: int, folder: Path) -> dic
         finally:
             del os.environ["TUNER_DATABASE_URL"]
         print(f"{backend}: timing {requests} requests per endpoint", flush=True)
-        return time_endpoints(f"http://127.0.0.1:{port}", endpoints(ids, n_trials), requests)
+        paths = endpoints(ids, n_trials)
+        if only_pareto:
+            paths = {"pareto (cached)": paths["pareto (cached)"]}
+        return time_endpoints(f"http://127.0.0.1:{port}", paths, requests, url, ids, n_trials)
 
 
 def main() -> int:
@@ -132,12 +174,13 @@ def main() -> int:
     parser.add_argument("--backend", action="append", choices=("sqlite", "postgresql"))
     parser.add_argument("--trials", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--only-pareto", action="store_true", help="time the Pareto calls alone")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results = {}
     for backend in args.backend or ["sqlite"]:
         with tempfile.TemporaryDirectory(prefix=f"tuner-bench-{backend}-") as tmp:
-            results[backend] = run_backend(backend, args.trials, args.requests, Path(tmp))
+            results[backend] = run_backend(backend, args.trials, args.requests, Path(tmp), args.only_pareto)
     report = {"trials": args.trials, "requests_per_endpoint": args.requests, "date": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()} {platform.processor() or ''} ({platform.node()}), "
                          f"Python {platform.python_version()}", "results": results}

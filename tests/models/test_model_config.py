@@ -155,3 +155,16 @@ def test_model_type_alone_identifies_the_family(tmp_path):
 def test_empty_spec():
     with pytest.raises(ModelConfigError, match="no model given"):
         load_model_config("  ")
+
+
+def test_a_name_longer_than_a_file_name_is_one_clear_error_not_an_os_error(capsys):
+    from tuner.cli import main
+
+    name = "a-very-long-model-name-" * 15  # ~345 characters: more than a file name can be (ENAMETOOLONG)
+    with pytest.raises(ModelConfigError, match="neither a file, a folder, nor a catalog name") as info:
+        load_model_config(name)
+    assert "\n" not in str(info.value) and "characters" in str(info.value)
+    assert main(["models", "shape", name, "--tp", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "neither a file, a folder, nor a catalog name" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -39,8 +39,7 @@ def test_a_kernel_sweep_job_is_created_from_its_request_and_the_same_request_fin
     assert created.status_code == 201, created.text
     job = created.json()
     assert job["kind"] == "kernel_sweep:NVIDIA H200" and job["state"] == "queued"
-    # two batch sizes: a first pass and a second pass each
-    assert job["units"] == {"queued": 4} and job["units_total"] == 4
+    assert job["units"] == {"queued": 4} and job["units_total"] == 4  # a pass per batch size, then a second pass
     again = client.post("/api/jobs/kernel_sweep", json=SWEEP_BODY)
     assert again.status_code == 200 and again.json()["id"] == job["id"]
     listed = client.get("/api/jobs").json()
@@ -55,7 +54,8 @@ def test_a_bad_request_body_is_one_line_naming_the_option(client) -> None:  # ty
                            ({**SWEEP_BODY, "kernel": "gemm"}, "--kernel must be one of"),
                            ({**SWEEP_BODY, "tp": "eight"}, "--tp must be a whole number"),
                            ({**SWEEP_BODY, "teleport": 1}, "unknown option(s) teleport"),
-                           ({**SWEEP_BODY, "model": "no-such-model-anywhere"}, "no-such-model-anywhere")]:
+                           ({**SWEEP_BODY, "model": "no-such-model-anywhere"}, "no-such-model-anywhere"),
+                           ({**SWEEP_BODY, "model": "x" * 300}, "neither a file, a folder, nor a catalog name")]:
         r = client.post("/api/jobs/kernel_sweep", json=body)
         assert r.status_code == 400, (body, r.text)
         detail = r.json()["detail"]
@@ -71,10 +71,10 @@ def test_cancel_ends_a_job_and_retry_requeues_only_a_failed_one(client, db) -> N
     assert r.status_code == 409 and "only a failed job" in r.json()["detail"]
     cancelled = client.post(f"/api/jobs/{job['id']}/cancel").json()
     assert cancelled["state"] == "cancelled" and cancelled["units"] == {"cancelled": 4}
-    # a failed job: its failed unit goes back to the queue, its finished ones are kept (a failed first pass ends
-    # its stage, so the second passes run too)
-    other = client.post("/api/jobs/kernel_sweep", json={**SWEEP_BODY, "budget": 8}).json()
-    for outcome in ("done", "failed", "done", "done"):
+    # a failed job: its failed unit goes back to the queue, its finished one is kept
+    # (exhaustive: one unit per batch size, no second pass waiting on the first)
+    other = client.post("/api/jobs/kernel_sweep", json={**SWEEP_BODY, "exhaustive": True}).json()
+    for outcome in ("done", "failed"):
         claim = units.claim_unit(db, "w1", job_ids=[other["id"]])
         assert claim is not None
         if outcome == "done":
@@ -83,7 +83,7 @@ def test_cancel_ends_a_job_and_retry_requeues_only_a_failed_one(client, db) -> N
             units.fail(db, claim.unit.id, "w1", "RuntimeError: boom")
     assert client.get(f"/api/jobs/{other['id']}").json()["state"] == "failed"
     retried = client.post(f"/api/jobs/{other['id']}/retry").json()
-    assert retried["state"] == "running" and retried["units"] == {"done": 3, "queued": 1}
+    assert retried["state"] == "running" and retried["units"] == {"done": 1, "queued": 1}
     assert client.post("/api/jobs/999/cancel").status_code == 404
     assert client.get("/api/jobs?state=bogus").status_code == 400
 
@@ -202,7 +202,7 @@ def test_kinds_describe_their_options_for_the_form_and_the_openapi_docs(client) 
 def test_metrics_count_jobs_and_units_by_state_from_the_database(client, db) -> None:  # type: ignore[no-untyped-def]
     from prometheus_client.parser import text_string_to_metric_families
 
-    job = client.post("/api/jobs/kernel_sweep", json=SWEEP_BODY).json()
+    job = client.post("/api/jobs/kernel_sweep", json={**SWEEP_BODY, "exhaustive": True}).json()  # 2 units
     claim = units.claim_unit(db, "w-metrics", job_ids=[job["id"]])
     assert claim is not None
     units.complete(db, claim.unit.id, "w-metrics", {"ok": True})
@@ -215,8 +215,7 @@ def test_metrics_count_jobs_and_units_by_state_from_the_database(client, db) -> 
     assert samples[("tuner_work_units", (("kind", "kernel_sweep"), ("state", "done")))] == 1
     assert samples[("tuner_work_units", (("kind", "kernel_sweep"), ("state", "claimed")))] == 1
     assert samples[("tuner_workers_live", ())] == 1
-    # 1 of 4 units done (two batch sizes, each with a first and a second pass)
-    assert samples[("tuner_job_progress_ratio", (("job_id", str(job["id"])), ("kind", "kernel_sweep")))] == 0.25
+    assert samples[("tuner_job_progress_ratio", (("job_id", str(job["id"])), ("kind", "kernel_sweep")))] == 0.5
     best = [v for (name, labels), v in samples.items() if name == "tuner_study_best_objective"]
     assert len(best) == 1 and best[0] > 1500
     assert ("tuner_units_lease_expired", ()) in samples

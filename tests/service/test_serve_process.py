@@ -1,6 +1,7 @@
 """`tuner serve` as a real process: it starts its workers, serves the UI and API, refuses a public interface without
 a token; killed by SIGKILL its workers die with it, and started again on the same database it still has its
-jobs (a unit a killed worker held is taken over when its lease ends)."""
+jobs (a unit a killed worker held is taken over when its lease ends; a flag-search unit killed mid-launch is run
+again once, the finished trials kept)."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def test_a_killed_service_takes_its_workers_with_it_and_a_restart_carries_on(tmp
             db.dispose()
     with serving(tmp_path, port) as proc:
         jobs = httpx.get(url + "/api/jobs").json()["items"]
-        assert [j["id"] for j in jobs] == [job["id"]] and jobs[0]["units"] == {"claimed": 1, "queued": 3}
+        assert [j["id"] for j in jobs] == [job["id"]] and jobs[0]["units"] == {"claimed": 1, "queued": 3}  # 2 batch sizes, 2 passes
         time.sleep(3.5)  # the killed worker's lease ends; the next claim takes the unit over, counting an attempt
         db = open_database(f"sqlite:///{tmp_path / 'data' / 'tuner.db'}")
         try:
@@ -135,3 +136,71 @@ def test_a_gpu_worker_without_a_gpu_is_said_at_start(tmp_path: Path, gpu_flag: l
     done = subprocess.run([sys.executable, "-m", "tuner", "serve", *gpu_flag], env=env, capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 2 and "no CUDA GPU" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_flag_search_unit_killed_mid_launch_is_run_again_once_after_a_restart(tmp_path: Path) -> None:
+    """The whole service (its workers and the simulated engine they launched) killed by SIGKILL while a trial's
+    engine is starting; the restarted service runs that unit again once (the same candidate, after the lease ends),
+    keeps the finished baseline as it was, and finishes the job."""
+    from tuner.store import flags as flag_store
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    db_url = f"sqlite:///{tmp_path / 'data' / 'tuner.db'}"
+    with serving(tmp_path, port, "--cpu-workers", "1") as proc:
+        body = httpx.get(url + "/api/demo-request").json()
+        body.update({"trials": 3, "repeats": 0, "requests_per_step": 8, "max_load_steps": 2, "time_scale": 50,
+                     "study": "killed-mid-launch", "input_len": 512, "output_len": 32})
+        created = httpx.post(url + "/api/jobs/flag_search", json=body, timeout=120)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        db = open_database(db_url)
+        try:
+            deadline = time.monotonic() + 300
+            while True:  # the baseline is finished and trial 1's engine is being launched (its row says running)
+                assert proc.poll() is None and time.monotonic() < deadline, "trial 1 never started"
+                study = flag_store.get_study(db, "killed-mid-launch")
+                rows = flag_store.list_trials(db, study.id, kind="search") if study else []
+                if any(r.trial_number == 1 and r.status == "running" for r in rows):
+                    break
+                time.sleep(0.05)
+            kept = {(r.id, r.trial_number, r.finished_at) for r in rows if r.status != "running"}
+            assert {n for _, n, _ in kept} == {0}, "only the baseline should have finished"
+            workers = _children(proc.pid)
+            engines = [c for w in workers for c in _children(w)]
+            for pid in [proc.pid, *workers]:  # the host's processes die at once: nobody gives the unit back
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait(10)
+            deadline = time.monotonic() + 20
+            while any(_alive(p) for p in workers + engines) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not any(_alive(p) for p in workers + engines), "a worker or engine outlived the kill"
+            unit = next(u for u in units.list_units(db, job_id) if u.key == "trial 1")
+            assert unit.state == "claimed" and unit.attempts == 1
+        finally:
+            db.dispose()
+    with serving(tmp_path, port, "--cpu-workers", "1") as proc:
+        deadline = time.monotonic() + 400
+        while (job := httpx.get(f"{url}/api/jobs/{job_id}").json())["state"] not in ("finished", "failed"):
+            assert time.monotonic() < deadline, f"the job did not finish after the restart: {job}"
+            time.sleep(0.5)
+        assert job["state"] == "finished", job
+        db = open_database(db_url)
+        try:
+            by_key = {u.key: u for u in units.list_units(db, job_id)}
+            assert [by_key[k].attempts for k in ("baseline", "trial 1", "trial 2")] == [1, 2, 1]
+            study = flag_store.get_study(db, "killed-mid-launch")
+            assert study is not None
+            rows = flag_store.list_trials(db, study.id, kind="search")
+            by_number = {r.trial_number: r for r in rows}
+            # the killed launch stays on record as interrupted; its candidate was queued again and measured once
+            # (as the next Optuna trial); the third launch measured trial 2's candidate
+            assert sorted(by_number) == [0, 1, 2, 3]
+            assert (by_number[1].status, by_number[1].failure_kind) == ("failed", "interrupted")
+            assert by_number[2].params == by_number[1].params
+            assert [by_number[n].status in ("ok", "infeasible") for n in (0, 2, 3)] == [True] * 3
+            assert kept <= {(r.id, r.trial_number, r.finished_at) for r in rows}  # the baseline as it was
+            assert all(r.status != "running" for r in rows)
+        finally:
+            db.dispose()

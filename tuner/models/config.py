@@ -85,7 +85,15 @@ def load_model_config(spec: str | Path) -> ModelConfig:
             "(see `tuner models list`)"
         )
     path = Path(text_spec).expanduser()
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as exc:  # e.g. a name longer than a file name can be (ENAMETOOLONG): no such file, no catalog name
+        shown = text_spec if len(text_spec) <= 60 else f"{text_spec[:40]}...({len(text_spec)} characters)"
+        raise ModelConfigError(
+            f"{shown!r} is neither a file, a folder, nor a catalog name ({exc.strerror or exc}); pass a config.json "
+            f"path, a folder holding one, or a catalog name (see `tuner models list`)"
+        ) from exc
+    if is_dir:
         config_path = path / CONFIG_FILE_NAME
         if not config_path.is_file():
             raise ModelConfigError(
@@ -93,7 +101,7 @@ def load_model_config(spec: str | Path) -> ModelConfig:
                 f"folder or at the config.json file itself"
             )
         return _load_file(config_path, name=path.resolve().name)
-    if path.is_file():
+    if is_file:
         name = path.resolve().parent.name if path.name == CONFIG_FILE_NAME else path.stem
         return _load_file(path, name=name)
 

@@ -4,7 +4,9 @@ Two sources: a collector that reads the database at each scrape (jobs by state, 
 their heartbeats, expired leases, best objective per study, sweep progress), so what it shows is true of every
 worker sharing the database; and histograms observed as things finish (unit durations of this service's workers;
 engine-launch durations of every flag trial stored since the service started, read incrementally from the
-trials table). Unit durations come from the worker processes (prometheus_client's multi-process mode). Metric names are in METRIC_NAMES; dashboards/tuner.json plots them.
+trials table). Unit durations come from the service's worker processes (prometheus_client's multi-process mode);
+units run by external `tuner worker` processes are in tuner_work_units but not in the histogram: a work unit's
+row keeps no claim time to time them from at scrape (that would need a column and a migration). Metric names are in METRIC_NAMES; dashboards/tuner.json plots them.
 """
 
 from __future__ import annotations
