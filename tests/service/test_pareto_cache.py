@@ -112,3 +112,16 @@ def test_the_chart_stays_bounded_and_keeps_the_whole_front(db, monkeypatch) -> N
         assert len(answer["points"]) <= 100
     assert _front(answer) == _front(_from_scratch(db, study_id)) and (209, 0) in _front(answer)
     assert full_front  # the seeded study had a front of its own
+
+
+def test_a_service_start_warms_the_fronts_of_the_latest_studies_so_no_view_pays_the_full_read(db, read_trials) -> None:  # type: ignore[no-untyped-def]
+    browse._PARETO_CACHE.clear()
+    ids = [seed.seed_study(db, f"w{i}", 20) for i in range(3)]
+    assert browse.warm_pareto_caches(db, limit=2) == 2
+    warmed = len(read_trials)
+    assert warmed > 0
+    newest = max(ids)
+    browse.study_pareto(db, newest)  # warmed: nothing read again
+    assert len(read_trials) == warmed
+    browse.study_pareto(db, min(ids))  # beyond the limit: read on its first view
+    assert len(read_trials) > warmed
