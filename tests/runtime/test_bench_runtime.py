@@ -137,3 +137,37 @@ def test_bench_prints_and_writes_the_result_before_the_storage_error(tmp_path, m
     assert json.loads(out_json.read_text())["client"]["completed"] == 4
     (line,) = captured.err.strip().splitlines()
     assert line.startswith("tuner: error: the run above was not stored") and "read-only" in line
+
+
+def test_client_and_engine_disagree_only_beyond_the_bucket_and_the_clients_own_stall():
+    """ITL p99 seen 6.8 ms later by the client than the engine's 20-25 ms bucket: a disagreement, unless the client
+    measured its own event loop stalling that long (then the lateness is the client's)."""
+    import dataclasses
+
+    from tuner.runtime.compare import Quantile, compare
+
+    client = _client_summary(itl_p99_s=0.0303, loop_lag_max_ms=0.5)
+    engine = _engine_figures(itl_p99=Quantile(0.0235, 0.020, 0.025))
+    rows, warnings = compare(client, engine)
+    itl = next(r for r in rows if r.metric == "itl_p99")
+    assert itl.agrees is False and any(w.startswith("itl_p99: client 30.3 ms vs engine 23.5 ms") for w in warnings)
+    stalled = dataclasses.replace(client, loop_lag_max_ms=8.0)
+    rows, warnings = compare(stalled, engine)
+    assert next(r for r in rows if r.metric == "itl_p99").agrees is True and not any("itl_p99" in w for w in warnings)
+
+
+def _client_summary(**given):  # type: ignore[no-untyped-def]
+    """A ClientSummary with only the `given` figures (the rest unmeasured)."""
+    import dataclasses
+
+    from tuner.runtime.loadgen.summary import ClientSummary
+
+    return ClientSummary(**{f.name: None for f in dataclasses.fields(ClientSummary)} | given)
+
+
+def _engine_figures(**given):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from tuner.runtime.compare import EngineFigures
+
+    return EngineFigures(**{f.name: None for f in dataclasses.fields(EngineFigures)} | {"missing": ()} | given)

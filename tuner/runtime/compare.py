@@ -133,7 +133,8 @@ def engine_figures(d: Delta, engine: Engine, *, gauges: Mapping[str, GaugeStat |
 @dataclass(frozen=True)
 class Comparison:
     """One figure seen from both sides; `agrees` is False when they differ by more than the width of
-    the bucket the engine's quantile fell in (None when either side is missing)."""
+    the bucket the engine's quantile fell in plus the client's longest event-loop stall (None when either side is
+    missing)."""
 
     metric: str
     client_s: float | None
@@ -160,9 +161,12 @@ _PAIRS: tuple[tuple[str, str, str], ...] = (
 
 
 def compare(client: ClientSummary, engine: EngineFigures) -> tuple[tuple[Comparison, ...], tuple[str, ...]]:
-    """Side-by-side latency figures and the warnings for those that disagree beyond bucket resolution."""
+    """Side-by-side latency figures and the warnings for those that disagree beyond bucket resolution, plus the
+    longest stall the client measured in its own event loop (`loop_lag_max_ms`): a stalled client sees a token
+    late by that much that the engine sent on time, so such a difference is the client's, not a disagreement."""
     rows = []
     warnings = []
+    client_stall_s = (client.loop_lag_max_ms or 0.0) / 1e3
     for metric, client_field, engine_field in _PAIRS:
         c = getattr(client, client_field)
         q: Quantile | None = getattr(engine, engine_field)
@@ -171,12 +175,13 @@ def compare(client: ClientSummary, engine: EngineFigures) -> tuple[tuple[Compari
                                    q.bucket_high_s if q else None, None))
             continue
         resolution = q.resolution_s
-        agrees = math.isinf(resolution) or abs(c - q.value_s) <= resolution
+        agrees = math.isinf(resolution) or abs(c - q.value_s) <= resolution + client_stall_s
         rows.append(Comparison(metric, c, q.value_s, q.bucket_low_s, q.bucket_high_s, agrees))
         if not agrees:
             warnings.append(
                 f"{metric}: client {c * 1e3:.1f} ms vs engine {q.value_s * 1e3:.1f} ms differ by more than "
                 f"the engine's bucket ({q.bucket_low_s * 1e3:g}-{q.bucket_high_s * 1e3:g} ms)"
+                + (f" and the client's longest stall ({client_stall_s * 1e3:.1f} ms)" if client_stall_s else "")
             )
     if engine.generation_tokens is not None and client.total_output_tokens and engine.generation_tokens > 0:
         ratio = client.total_output_tokens / engine.generation_tokens
