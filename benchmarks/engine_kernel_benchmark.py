@@ -2,10 +2,15 @@
 
     python benchmarks/engine_kernel_benchmark.py sweep   --model GLM-4.7-FP8 --tp 8 --workdir W [--time-limit-s 600]
     python benchmarks/engine_kernel_benchmark.py compare --model GLM-4.7-FP8 --tp 8 --workdir W
+    python benchmarks/engine_kernel_benchmark.py exhaustive --model DeepSeek-V3 --tp 8 --workdir W --batch-sizes 256,1024 [--gpus 0,1]
     python benchmarks/engine_kernel_benchmark.py report  --workdir W --out docs/benchmarks/x.md [--device-note ...]
 
 `sweep` runs `tuner kernel-sweep --kernel-source sglang --export W/<model>-files` in its own process group (at
 the time limit it is interrupted like Ctrl-C; running it again resumes) and records the wall time.
+`exhaustive` runs `tuner kernel-sweep --exhaustive` (the engine's whole space for the up GEMM, then for the down
+GEMM given the best up) at a few M into its own database and folder; it resumes the same way, across GPU sessions.
+When its files exist, `compare` times them too at those M (a fourth column, same interleaved rounds), and `report`
+sets the default search against it: latency and GPU time.
 `compare` then times, per M and in the same process, the whole MoE layer as SGLang runs it with
 SGLANG_MOE_CONFIG_DIR at (a) an empty folder: its default, (b) unset: its shipped files through its own lookup
 (Triton-folder fallback included), (c) the exported folder: the tuned files, exactly as a user would deploy
@@ -53,6 +58,34 @@ def cmd_sweep(a: argparse.Namespace) -> None:
     print(f"sweep {'finished' if timings['finished'] else 'stopped'} after {timings['wall_s']:.0f} s in all")
 
 
+def cmd_exhaustive(a: argparse.Namespace) -> None:
+    work = Path(a.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    timings_path = work / f"{_slug(a)}-exhaustive.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {"wall_s": 0.0}
+    args = [sys.executable, "-m", "tuner", "--database-url", f"sqlite:///{work / (_slug(a) + '-exhaustive.db')}",
+            "kernel-sweep", "--model", a.model, "--tp", str(a.tp), "--kernel-source", a.kernel_source,
+            "--exhaustive", "--batch-sizes", a.batch_sizes, "--export", str(work / f"{_slug(a)}-exhaustive-files"),
+            "--format", "sglang", "--force", *(["--gpus", a.gpus] if a.gpus else []), *a.extra]
+    wall_s, finished = run_interruptible(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, a.time_limit_s)
+    timings["wall_s"] += wall_s
+    timings["finished"] = finished
+    timings["batch_sizes"] = [int(v) for v in a.batch_sizes.split(",")]
+    timings["command"] = " ".join(args[1:])
+    timings_path.write_text(json.dumps(timings, indent=1))
+    print(f"exhaustive sweep {'finished' if finished else 'stopped'} after {timings['wall_s']:.0f} s in all")
+
+
+def _exhaustive_batch_sizes(a: argparse.Namespace) -> set[int]:
+    """The M the exhaustive sweep finished (its files hold only those M: SGLang would use the nearest for others)."""
+    path = Path(a.workdir) / f"{_slug(a)}-exhaustive.json"
+    files = Path(a.workdir) / f"{_slug(a)}-exhaustive-files"
+    if not path.exists() or not files.exists():
+        return set()
+    info = json.loads(path.read_text())
+    return set(info["batch_sizes"]) if info.get("finished") else set()
+
+
 def cmd_compare(a: argparse.Namespace) -> None:
     import torch
     import triton
@@ -76,15 +109,19 @@ def cmd_compare(a: argparse.Namespace) -> None:
     weights = make_weight_copies(shape, device)
     ours = TunerBackend()
     sizes = [int(v) for v in a.batch_sizes.split(",")] if a.batch_sizes else list(STANDARD_BATCH_SIZES)
+    exhaustive_at = _exhaustive_batch_sizes(a)
+    all_modes = dict(modes)
     rows = []
     for m in sizes:
+        modes = {**all_modes, **({"exhaustive": str(Path(a.workdir) / f"{_slug(a)}-exhaustive-files")}
+                                 if m in exhaustive_at else {})}
         problem = MoeProblem(shape, m, engine, device, weights=weights)
 
         def lookup_call(mode: str, i: int, problem: MoeProblem = problem) -> torch.Tensor:
             x, tw, ti = problem.inputs[i]
             return engine._call(x, problem.weights[i % len(problem.weights)], tw, ti, shape)  # type: ignore[attr-defined]
 
-        def under(mode: str):  # the engine's own lookup, with SGLANG_MOE_CONFIG_DIR as a user would set it
+        def under(mode: str, modes: dict = modes):  # the engine's own lookup, SGLANG_MOE_CONFIG_DIR as a user sets it
             if modes[mode] is None:
                 os.environ.pop(CONFIG_DIR_ENV, None)
             else:
@@ -113,7 +150,8 @@ def cmd_compare(a: argparse.Namespace) -> None:
         row["ours_at_default_us"] = ours_problem.time(MoeConfigs(default_config(shape, m)), ROUND_REPLAYS * ROUNDS).median_us
         rows.append(row)
         print(f"M={m:5d} default {row['default_us']:8.1f} shipped {row['shipped_us']:8.1f} tuned {row['tuned_us']:8.1f} "
-              f"us  tuned/shipped x{row['shipped_us'] / row['tuned_us']:.3f}  tuned/default x{row['default_us'] / row['tuned_us']:.3f}"
+              + (f"exhaustive {row['exhaustive_us']:8.1f} " if "exhaustive_us" in row else "")
+              + f"us  tuned/shipped x{row['shipped_us'] / row['tuned_us']:.3f}  tuned/default x{row['default_us'] / row['tuned_us']:.3f}"
               f"  ours@default/engine@default {row['ours_at_default_us'] / row['default_us']:.2f}", flush=True)
         del problem, ours_problem
         torch.cuda.empty_cache()
@@ -166,30 +204,68 @@ def cmd_report(a: argparse.Namespace) -> None:
                          f"x{d:.3f} | {x['tuned_spread_us']:.1f} | {x['errors']['tuned']:.1e} | {o:.2f} | "
                          f"`{x['configs']['tuned']}` |")
         lines.append("")
+        lines += _exhaustive_section(work, compare.name.replace("-compare.json", ""), rows)
     Path(a.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {a.out}")
+
+
+def _gpu_seconds_at(db: Path, batch_size: int) -> float:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        (value,) = conn.execute("select coalesce(sum(gpu_seconds), 0) from kernel_measurements where batch_size = ?",
+                                (batch_size,)).fetchone()
+    return float(value)
+
+
+def _exhaustive_section(work: Path, slug: str, rows: list[dict]) -> list[str]:
+    """Default search vs the exhaustive one at the M both ran, from the same comparison run."""
+    compared = [x for x in rows if "exhaustive_us" in x]
+    if not compared:
+        return []
+    info = json.loads((work / f"{slug}-exhaustive.json").read_text())
+    lines = [
+        "### Default search vs exhaustive (same interleaved rounds)", "",
+        (f"Exhaustive: `python benchmarks/engine_kernel_benchmark.py exhaustive --workdir W --batch-sizes "
+         f"{','.join(map(str, info['batch_sizes']))}` (= `{info['command']}`), wall time {info['wall_s']:.0f} s. "
+         "GPU time: the device seconds of every measurement at that M (compilation waits included) in each sweep's "
+         "database."), "",
+        ("| M | default search us | exhaustive us | default search / exhaustive | within 3% | GPU s default search | "
+         "GPU s exhaustive | share | exhaustive configs |"),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in compared:
+        ratio = x["tuned_us"] / x["exhaustive_us"]
+        ours, full = _gpu_seconds_at(work / f"{slug}.db", x["M"]), _gpu_seconds_at(work / f"{slug}-exhaustive.db", x["M"])
+        lines.append(f"| {x['M']} | {x['tuned_us']:.1f} | {x['exhaustive_us']:.1f} | x{ratio:.3f} | "
+                     f"{'yes' if ratio <= 1.03 else '**no**'} | {ours:.0f} | {full:.0f} | "
+                     f"{100 * ours / full if full else math.nan:.1f}% | `{x['configs']['exhaustive']}` |")
+    return lines + [""]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("sweep", "compare"):
+    for name in ("sweep", "compare", "exhaustive"):
         s = sub.add_parser(name)
         s.add_argument("--model", required=True)
         s.add_argument("--tp", type=int, default=8)
         s.add_argument("--workdir", required=True)
         s.add_argument("--kernel-source", default="sglang")
-        if name == "sweep":
+        if name in ("sweep", "exhaustive"):
             s.add_argument("--time-limit-s", type=float, default=900)
             s.add_argument("extra", nargs="*", help="more kernel-sweep arguments, after --")
-        else:
+        if name == "exhaustive":
+            s.add_argument("--batch-sizes", required=True)
+            s.add_argument("--gpus", help="as kernel-sweep's --gpus: one worker per GPU, each takes an M")
+        if name == "compare":
             s.add_argument("--batch-sizes")
     r = sub.add_parser("report")
     r.add_argument("--workdir", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--title", default="")
     a = p.parse_args()
-    {"sweep": cmd_sweep, "compare": cmd_compare, "report": cmd_report}[a.cmd](a)
+    {"sweep": cmd_sweep, "compare": cmd_compare, "exhaustive": cmd_exhaustive, "report": cmd_report}[a.cmd](a)
 
 
 if __name__ == "__main__":

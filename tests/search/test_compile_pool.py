@@ -52,3 +52,57 @@ def test_close_stops_busy_workers_and_cancels_queued_work():
     while not all(f.done() for f in busy + queued) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(f.cancelled() or f.exception() is not None for f in busy + queued)
+
+
+def _compile_under_lock(lock_dir: str, key: str, log: str, hold_s: float) -> None:
+    from tuner.search.compile_pool import compile_lock
+
+    with compile_lock(Path(lock_dir), "fused_moe/sglang/shape", key):
+        with open(log, "a") as f:
+            f.write(f"start {key} {time.monotonic()}\n")
+        time.sleep(hold_s)
+        with open(log, "a") as f:
+            f.write(f"end {key} {time.monotonic()}\n")
+
+
+def _intervals(log: Path) -> list[tuple[str, float, float]]:
+    starts: dict[int, tuple[str, float]] = {}
+    out = []
+    for i, line in enumerate(log.read_text().splitlines()):
+        kind, key, t = line.split()
+        if kind == "start":
+            starts[i] = (key, float(t))
+        else:
+            k = next(j for j, (kk, _) in starts.items() if kk == key)
+            out.append((key, starts.pop(k)[1], float(t)))
+    return out
+
+
+def test_two_gpu_workers_of_one_host_never_compile_the_same_config_at_once(tmp_path):
+    """Two processes (as the compile pools of two GPU workers sharing one Triton cache) asked for the same config:
+    the second waits for the first; a different config is compiled meanwhile."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    log = tmp_path / "log"
+    procs = [ctx.Process(target=_compile_under_lock, args=(str(tmp_path / "locks"), key, str(log), 2.0))
+             for key in ("M64_N128", "M64_N128", "M16_N32")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    spans = _intervals(log)
+    same = sorted((s, e) for k, s, e in spans if k == "M64_N128")
+    other = next((s, e) for k, s, e in spans if k == "M16_N32")
+    assert len(same) == 2 and same[1][0] >= same[0][1]  # serialised
+    assert other[0] < max(e for _, e in same) and other[1] > min(s for s, _ in same)  # overlapped with them
+
+
+def test_an_unusable_lock_folder_does_not_stop_compiling(tmp_path):
+    from tuner.search.compile_pool import compile_lock
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with compile_lock(blocker / "locks", "ns", "key"):  # a file where the folder should be
+        pass

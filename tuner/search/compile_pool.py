@@ -4,15 +4,24 @@ Compilation dominates a sweep's cost. Each worker runs a config once on the real
 swept (the engines' kernels specialise on top_k and on the divisibility of token and expert counts), so the
 timing process later loads the compiled binary from the cache instead of compiling. A config that cannot compile or launch (out of
 shared memory or registers) is reported here, before any timing.
+
+Workers of one host (one per GPU, each with its own pool) share Triton's cache and, through a file lock per config
+beside it, never compile the same config at once: the second waits for the first and then loads its binary from the
+cache (where the specialisation matches) instead of spending the same CPU time again. Compilation is CPU-bound and
+the host's cores are shared, so duplicate compiles were what two GPU workers lost most to (issue #16).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import fcntl
+import hashlib
 import multiprocessing as mp
 import os
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 _worker_state: dict[str, object] = {}
@@ -52,17 +61,52 @@ class WorkerPool:
                 p.join(timeout_s)
 
 
-def _init_worker(family_name: str, shape_json: dict, backend_name: str, device_index: int) -> None:
+def host_lock_dir() -> Path:
+    """The folder of this host's compile locks: inside Triton's disk cache (TRITON_CACHE_DIR, else Triton's default
+    ~/.triton/cache), so exactly the workers that share compiled binaries share the locks."""
+    cache = os.environ.get("TRITON_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".triton", "cache")
+    return Path(cache) / "tuner-compile-locks"
+
+
+@contextlib.contextmanager
+def compile_lock(lock_dir: Path, namespace: str, configs_key: str) -> Iterator[None]:
+    """Held while one process of this host compiles `configs_key` of the kernel and shape `namespace`; another
+    process asking for the same pair waits (fcntl lock on a file per pair, released by the kernel if the holder
+    dies). If the folder cannot be used the compile goes ahead unlocked: the lock only saves time."""
+    name = hashlib.sha256(f"{namespace}\0{configs_key}".encode()).hexdigest()[:40]
+    try:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_dir / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def _init_worker(family_name: str, shape_json: dict, backend_name: str, device_index: int,
+                 lock_dir: str | None = None) -> None:
+    import json
+
     import torch
 
     from tuner.kernels.family import get_family
 
     torch.cuda.set_device(device_index)
     _worker_state["probe"] = get_family(family_name).compile_probe(shape_json, backend_name)
+    _worker_state["lock_dir"] = Path(lock_dir) if lock_dir else None
+    _worker_state["namespace"] = f"{family_name}/{backend_name}/{json.dumps(shape_json, sort_keys=True)}"
 
 
 def _compile_one(configs_key: str, batch_size: int) -> tuple[str, str, str]:
-    status, detail = _worker_state["probe"].compile(configs_key, batch_size)  # type: ignore[attr-defined]
+    probe = _worker_state["probe"]
+    lock_dir = _worker_state.get("lock_dir")
+    with (compile_lock(lock_dir, str(_worker_state["namespace"]), configs_key) if isinstance(lock_dir, Path)
+          else contextlib.nullcontext()):
+        status, detail = probe.compile(configs_key, batch_size)  # type: ignore[attr-defined]
     return configs_key, status, detail
 
 
@@ -71,9 +115,10 @@ class CompilePool:
     immediately; `wait(configs)` blocks."""
 
     def __init__(self, family_name: str, shape_json: dict, backend_name: str, device_index: int = 0,
-                 workers: int | None = None):
+                 workers: int | None = None, lock_dir: Path | None = None):
         n = workers if workers is not None else max(1, min(16, (os.cpu_count() or 2) - 1))
-        self._pool = WorkerPool(n, _init_worker, (family_name, shape_json, backend_name, device_index))
+        lock = str(lock_dir or host_lock_dir())
+        self._pool = WorkerPool(n, _init_worker, (family_name, shape_json, backend_name, device_index, lock))
         self._futures: dict[tuple[Any, int], cf.Future] = {}
         self.workers = n
         self.batch_size = 1
