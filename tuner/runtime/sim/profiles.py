@@ -269,7 +269,10 @@ QWEN3_235B_A22B_FP8 = ModelProfile(
     moe_layer_fixed_s=15e-6,
     moe_flops_efficiency=0.09,
     layer_fixed_s=50e-6,
-    eager_layer_overhead_s=60e-6,
+    # eager forwards (every prefill) launch each layer's kernels from the CPU, and with --ep-size 8 the MoE layer
+    # adds its token dispatch and combine: fitted to aiconfigurator's single short prefills (batch 1, 1k prompt),
+    # where the fixed per-layer cost of 94 layers is most of the time
+    eager_layer_overhead_s=120e-6,
     activation_bytes_per_token=512 * 1024,
     cuda_graph_bytes_per_token=1 * MIB,
     mtp_accept_prob=0.7,  # no MTP layer: an EAGLE3 draft head's per-token acceptance
