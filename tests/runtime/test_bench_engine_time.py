@@ -30,6 +30,7 @@ def test_figures_and_slos_are_in_engine_time_whatever_the_time_scale(tmp_path):
         assert 0.7 < a / b < 1.4, (a, b)
     assert 0.01 < fast.client.tpot_median_s < 0.05  # a GLM-4.7 TP8 decode step, not a quarter of one
     assert fast.client.slos == ("tpot_p99<=100ms",) and fast.client.slo_checks[0].limit_s == 0.1
+    assert fast.client.slo_checks[0].slo == "tpot_p99<=100ms"  # the row a user reads, not the wall-clock 25ms
     assert fast.workload["arrivals"]["request_rate"] == 2.0  # what was asked, in engine time
 
 
