@@ -10,6 +10,7 @@ TUNER_TEST_REQUIRE_POSTGRES=1 (CI sets it), which makes that a failure.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,12 @@ if TYPE_CHECKING:
     from tuner.store.db import Database
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# Several tests press Ctrl-C (SIGINT) on the processes they start. A test run started in the background by a
+# non-interactive shell (`cmd &`) inherits SIGINT *ignored*, and every process it starts would ignore Ctrl-C too;
+# give this process Python's handler so that its children start with the default disposition, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _skip_or_fail(reason: str) -> None:
