@@ -112,12 +112,23 @@ def test_a_flag_named_as_in_another_fork_is_refused_before_launch(tmp_path):
 def test_an_engine_killed_mid_load_gives_a_clear_error_and_no_orphan(tmp_path):
     killed: dict[str, int] = {}
 
+    def finished_requests(base_url: str) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            text = httpx.get(f"{base_url}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return 0.0
+        return sum(s.value for f in text_string_to_metric_families(text)
+                   for s in f.samples if s.name == "sglang:e2e_request_latency_seconds_count")
+
     def killer() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             ready = [e for e in live_engines() if e.ready_s is not None]
-            if ready:
-                time.sleep(1.0)  # into the load
+            # into the load: the warm-up request and a few of the load's have finished (not a fixed sleep, which
+            # a busy machine can spend before the load starts)
+            if ready and finished_requests(ready[0].base_url) >= 4:
                 killed["pgid"] = ready[0].pgid
                 os.kill(ready[0].pid, signal.SIGKILL)
                 return
