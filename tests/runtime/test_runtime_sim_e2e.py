@@ -143,5 +143,6 @@ def test_an_engine_killed_mid_load_gives_a_clear_error_and_no_orphan(tmp_path):
     thread.join(timeout=5)
     assert result.status == "failed" and result.failure_kind == "crash"
     assert "exited with code -9 during the load" in result.error
-    assert result.client is not None and 0 < result.client.completed < 400
+    # stopped mid-load: the load did not complete (how many finished before the kill depends on the machine's load)
+    assert result.client is not None and result.client.completed < 400
     assert group_members(killed["pgid"]) == []
