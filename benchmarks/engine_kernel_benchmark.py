@@ -42,38 +42,37 @@ def _slug(a: argparse.Namespace) -> str:
     return f"{a.model.replace('/', '_')}-tp{a.tp}"
 
 
-def cmd_sweep(a: argparse.Namespace) -> None:
+def _run_kernel_sweep(a: argparse.Namespace, name: str, sweep_args: list[str]) -> dict:
+    """`tuner kernel-sweep` into W/<slug><name>.db in its own process group, stopped like Ctrl-C at the time limit
+    (a re-run resumes); wall time accumulated across runs in W/<slug><name or -sweep>.json, which is returned."""
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    timings_path = work / f"{_slug(a)}-sweep.json"
+    timings_path = work / f"{_slug(a)}{name or '-sweep'}.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {"wall_s": 0.0}
-    args = [sys.executable, "-m", "tuner", "--database-url", f"sqlite:///{work / (_slug(a) + '.db')}",
+    args = [sys.executable, "-m", "tuner", "--database-url", f"sqlite:///{work / (_slug(a) + name + '.db')}",
             "kernel-sweep", "--model", a.model, "--tp", str(a.tp), "--kernel-source", a.kernel_source,
-            "--export", str(work / f"{_slug(a)}-files"), "--force", *a.extra]
+            *sweep_args, "--force", *a.extra]
     wall_s, finished = run_interruptible(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, a.time_limit_s)
     timings["wall_s"] += wall_s
     timings["finished"] = finished
     timings["command"] = " ".join(args[1:])
     timings_path.write_text(json.dumps(timings, indent=1))
+    return timings
+
+
+def cmd_sweep(a: argparse.Namespace) -> None:
+    timings = _run_kernel_sweep(a, "", ["--export", str(Path(a.workdir) / f"{_slug(a)}-files")])
     print(f"sweep {'finished' if timings['finished'] else 'stopped'} after {timings['wall_s']:.0f} s in all")
 
 
 def cmd_exhaustive(a: argparse.Namespace) -> None:
-    work = Path(a.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    timings_path = work / f"{_slug(a)}-exhaustive.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {"wall_s": 0.0}
-    args = [sys.executable, "-m", "tuner", "--database-url", f"sqlite:///{work / (_slug(a) + '-exhaustive.db')}",
-            "kernel-sweep", "--model", a.model, "--tp", str(a.tp), "--kernel-source", a.kernel_source,
-            "--exhaustive", "--batch-sizes", a.batch_sizes, "--export", str(work / f"{_slug(a)}-exhaustive-files"),
-            "--format", "sglang", "--force", *(["--gpus", a.gpus] if a.gpus else []), *a.extra]
-    wall_s, finished = run_interruptible(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, a.time_limit_s)
-    timings["wall_s"] += wall_s
-    timings["finished"] = finished
+    files = Path(a.workdir) / f"{_slug(a)}-exhaustive-files"
+    timings = _run_kernel_sweep(a, "-exhaustive", [
+        "--exhaustive", "--batch-sizes", a.batch_sizes, "--export", str(files), "--format", "sglang",
+        *(["--gpus", a.gpus] if a.gpus else [])])
     timings["batch_sizes"] = [int(v) for v in a.batch_sizes.split(",")]
-    timings["command"] = " ".join(args[1:])
-    timings_path.write_text(json.dumps(timings, indent=1))
-    print(f"exhaustive sweep {'finished' if finished else 'stopped'} after {timings['wall_s']:.0f} s in all")
+    (Path(a.workdir) / f"{_slug(a)}-exhaustive.json").write_text(json.dumps(timings, indent=1))
+    print(f"exhaustive sweep {'finished' if timings['finished'] else 'stopped'} after {timings['wall_s']:.0f} s in all")
 
 
 def _exhaustive_batch_sizes(a: argparse.Namespace) -> set[int]:
