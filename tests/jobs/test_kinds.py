@@ -51,8 +51,8 @@ def test_submitting_a_sweep_plans_a_search_and_a_second_pass_per_batch_size_and_
     job = kind.submit(db_url, _request())
     assert job.kind == "kernel_sweep:NVIDIA H200"
     planned = units.list_units(db, job.id)
-    assert [(u.key, u.stage) for u in planned] == [("M=1", 0), ("M=64", 0), ("M=4096", 0), ("second pass M=1", 1),
-                                                   ("second pass M=64", 1), ("second pass M=4096", 1)]
+    assert [(u.key, u.stage) for u in planned] == [("M=4096", 0), ("M=64", 0), ("M=1", 0), ("second pass M=4096", 1),
+                                                   ("second pass M=64", 1), ("second pass M=1", 1)]  # largest M first
     assert kind.submit(db_url, _request()).id == job.id  # a re-run resumes the same job
     assert kind.submit(db_url, _request(budget=8)).id != job.id
     # --kernel all on a block-FP8 model: the MoE and each dense GEMM shape, one job, units named by sweep

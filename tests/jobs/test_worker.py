@@ -160,12 +160,58 @@ def test_an_adaptive_sweep_of_several_batch_sizes_plans_a_second_pass_after_ever
     shape = MoeShape(161, 192, 5120, 9, Quant.FP8_PER_CHANNEL)
     spec = SweepSpec("GLM-4.7-FP8", 8, 1, True, shape, batch_sizes=(1, 64, 4096))
     planned = sweep_units([spec])
-    assert [(k, s) for k, _, s in planned] == [("M=1", 0), ("M=64", 0), ("M=4096", 0), ("second pass M=1", 1),
-                                               ("second pass M=64", 1), ("second pass M=4096", 1)]
-    assert planned[3][1] == {"sweep": 0, "batch_size": 1, "phase": "refine"}
+    assert [(k, s) for k, _, s in planned] == [("M=4096", 0), ("M=64", 0), ("M=1", 0), ("second pass M=4096", 1),
+                                               ("second pass M=64", 1), ("second pass M=1", 1)]  # largest M first
+    assert planned[3][1] == {"sweep": 0, "batch_size": 4096, "phase": "refine"}
     # one batch size, or the exhaustive strategy (it measured everything already): no second pass
     assert len(sweep_units([SweepSpec("m", 8, 1, True, shape, batch_sizes=(64,))])) == 1
     assert len(sweep_units([SweepSpec("m", 8, 1, True, shape, batch_sizes=(1, 64), strategy="exhaustive")])) == 2
     # several sweeps in one job: every first pass comes before any second pass
     two = sweep_units([spec, SweepSpec("m", 8, 1, True, shape, batch_sizes=(1, 2), kernel="fused_moe")])
     assert [s for _, _, s in two] == [0] * 5 + [1] * 5
+
+
+def _gpu_worker_stand_in(url: str, gpu: int, job_ids: list[int], compile_workers: int | None) -> None:
+    """What GpuWorkers runs on a 'GPU' here: the worker loop with CPU handlers, one worker id per GPU."""
+    if gpu == 99:
+        raise RuntimeError("GPU fault")
+    work(url, lambda _job: Recorder(url, delay_s=0.02), kinds=["kernel_sweep:CPU"], job_ids=job_ids,
+         worker_id=f"test/gpu{gpu}", lease_s=5, heartbeat_s=0.5, poll_s=0.1)
+
+
+def test_gpu_workers_started_before_their_job_share_it_once_given(db, db_url):  # type: ignore[no-untyped-def]
+    from tuner.jobs.worker import GpuWorkers
+
+    with GpuWorkers(db_url, [0, 1], run=_gpu_worker_stand_in) as workers:
+        time.sleep(0.5)  # the job is planned while the workers start
+        job = _job(db, list(range(1, 21)))
+        workers.start([job.id])
+        assert workers.join() == []
+    all_units = units.list_units(db, job.id)
+    assert all(u.state == "done" and u.attempts == 1 for u in all_units)
+    assert {u.worker_id for u in all_units} <= {"test/gpu0", "test/gpu1"}
+    rows = load_measurements(open_database(db_url), CTX, SHAPE_KEY)
+    assert sorted(m.batch_size for m in rows) == list(range(1, 21))
+
+
+def test_gpu_workers_of_a_refused_request_end_without_touching_the_queue(db, db_url):  # type: ignore[no-untyped-def]
+    from tuner.jobs.worker import GpuWorkers
+
+    job = _job(db, [1, 2, 3])  # queued work the workers must not take: they were never given a job
+    t0 = time.monotonic()
+    workers = GpuWorkers(db_url, [0, 1], run=_gpu_worker_stand_in)
+    with pytest.raises(ValueError), workers:
+        raise ValueError("bad request")  # plan() refusing the request
+    assert time.monotonic() - t0 < 30
+    assert not any(p.is_alive() for p in workers._procs)
+    assert [u.state for u in units.list_units(db, job.id)] == ["queued"] * 3
+
+
+def test_gpu_workers_name_the_gpu_whose_worker_failed(db, db_url):  # type: ignore[no-untyped-def]
+    from tuner.jobs.worker import GpuWorkers
+
+    job = _job(db, [1, 2, 3, 4])
+    with GpuWorkers(db_url, [0, 99], run=_gpu_worker_stand_in) as workers:
+        workers.start([job.id])
+        assert workers.join() == [99]
+    assert all(u.state == "done" for u in units.list_units(db, job.id))  # the other worker did the work

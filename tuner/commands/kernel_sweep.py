@@ -5,6 +5,7 @@ only a local run has (GPUs, compile processes, --interpret, --export); the work 
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from tuner.errors import NoGpuError, TunerError
 from tuner.jobs.fields import add_arguments, from_namespace
@@ -43,21 +44,34 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from tuner.search.interpret_check import run_interpret_check
 
         return run_interpret_check(shape, print_fn=print)
-    plan = kernel_sweep.plan(request)  # checks the request (one line per mistake), then that a GPU is here
-    gpus = _parse_gpus(args.gpus)
-    for line in plan.lines:
-        print(line)
-    from tuner.jobs.worker import gpu_work, run_sweeps_on_gpus
-
     url = settings.resolved_database_url
-    job = kernel_sweep.persist(url, plan)
-    sizes = len(plan.specs[0].batch_sizes)
-    print(f"job #{job.id}: {sizes} batch sizes x {len(plan.specs)} sweep(s) on {len(gpus)} GPU(s); "
-          "re-running this command resumes it")
-    if len(gpus) == 1:
-        gpu_work(url, gpus[0], job_ids=[job.id], compile_workers=args.compile_workers, print_fn=print)
-    else:
-        run_sweeps_on_gpus(url, [job.id], gpus, args.compile_workers)
+    with contextlib.ExitStack() as stack:
+        workers = None
+        if args.gpus and "," in args.gpus:  # several GPUs: their workers start while the job is planned
+            from tuner.jobs.worker import GpuWorkers, per_gpu_compile_workers
+
+            gpus = _parse_gpus(args.gpus)
+            if len(gpus) > 1:
+                workers = stack.enter_context(GpuWorkers(
+                    url, gpus, compile_workers=per_gpu_compile_workers(gpus, args.compile_workers),
+                    kernels=_warm_kernels(request)))
+        plan = kernel_sweep.plan(request)  # checks the request (one line per mistake), then that a GPU is here
+        gpus = _parse_gpus(args.gpus)
+        for line in plan.lines:
+            print(line)
+        job = kernel_sweep.persist(url, plan)
+        sizes = len(plan.specs[0].batch_sizes)
+        print(f"job #{job.id}: {sizes} batch sizes x {len(plan.specs)} sweep(s) on {len(gpus)} GPU(s); "
+              "re-running this command resumes it")
+        if workers is not None:
+            workers.start([job.id])
+            failed = workers.join()
+            if failed:
+                raise TunerError(f"the sweep worker(s) on GPU {failed} failed; re-run the same command to resume")
+        else:
+            from tuner.jobs.worker import gpu_work
+
+            gpu_work(url, gpus[0], job_ids=[job.id], compile_workers=args.compile_workers, print_fn=print)
     for spec in plan.specs:
         for line in kernel_sweep.sweep_results(url, spec, plan.device_name):
             print(("" if spec.kernel == "fused_moe" else f"FP8 GEMM {spec.shape.key}: ") + line)
@@ -89,6 +103,14 @@ def _report_failed_units(url: str, job_id: int) -> int:
         print(f"error: {len(keys)} unit(s) failed ({', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}): {error}")
     print(f"{len(failed)} unit(s) of job #{job_id} failed; re-run the same command to retry them")
     return 1
+
+
+def _warm_kernels(request: object) -> list[tuple[str, str | None]]:
+    """(family, kernel source) pairs the early-started GPU workers import while the job is planned."""
+    kernel = getattr(request, "kernel", "fused-moe")
+    source = getattr(request, "kernel_source", "auto")
+    families = {"fused-moe": ["fused_moe"], "fp8-gemm": ["fp8_gemm"]}.get(kernel, ["fused_moe", "fp8_gemm"])
+    return [(f, None if source == "auto" else source) for f in families]
 
 
 def _local_device_name() -> str | None:

@@ -191,16 +191,21 @@ def sweep_units(specs: list[Any]) -> list[tuple[str, dict[str, Any], int]]:
     """The units of a job of `specs`: one search per (sweep, batch size) (stage 0) and, for an adaptive sweep of
     several batch sizes, a second pass per batch size (stage 1, claimed once every first pass of the job has ended)
     that also measures the other batch sizes' finalists there, so the result depends neither on the order nor on
-    how many workers shared the batch sizes."""
+    how many workers shared the batch sizes.
+
+    Units are claimed in the order listed: largest batch size first within each stage, as a larger M takes longer
+    (longer timing, more candidates pass the correctness check). Several GPU workers sharing a stage then end it
+    on the short units, not with one GPU still on M=4096 while the others wait for the next stage (issue #16)."""
     several = len(specs) > 1
     first: list[tuple[str, dict[str, Any], int]] = []
     second: list[tuple[str, dict[str, Any], int]] = []
     for i, spec in enumerate(specs):
         label = f"{_sweep_label(spec)} " if several else ""
-        first += [(f"{label}M={m}", {"sweep": i, "batch_size": m}, 0) for m in spec.batch_sizes]
+        largest_first = sorted(spec.batch_sizes, reverse=True)
+        first += [(f"{label}M={m}", {"sweep": i, "batch_size": m}, 0) for m in largest_first]
         if spec.strategy == "adaptive" and len(spec.batch_sizes) > 1:
             second += [(f"{label}second pass M={m}", {"sweep": i, "batch_size": m, "phase": "refine"}, 1)
-                       for m in spec.batch_sizes]
+                       for m in largest_first]
     return first + second
 
 

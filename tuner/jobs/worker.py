@@ -8,12 +8,13 @@ kernel sweeps, a `SweepSession` on this worker's GPU, kept across the units of o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 from tuner.errors import LeaseLostError
 from tuner.jobs import kinds, units
@@ -177,44 +178,118 @@ def cpu_work(database_url: str, *, job_ids: list[int] | None = None, stay: bool 
                 worker_id=worker_id, stay=stay, print_fn=print_fn)
 
 
-def _gpu_process(database_url: str, device_index: int, job_ids: list[int] | None, compile_workers: int | None) -> None:
+def _warm_up(device_index: int, kernels: list[tuple[str, str | None]]) -> None:
+    """What every GPU worker does before its first unit and needs no job for: the interpreter's imports, the CUDA
+    context on its GPU and the engine kernels' modules. Failures are left to the real start to report."""
+    try:
+        import torch
+
+        torch.cuda.set_device(device_index)
+        torch.empty(1, device=f"cuda:{device_index}")  # creates the context
+        import tuner.jobs.kinds  # noqa: F401 - the handlers' modules
+        from tuner.kernels.family import get_family
+
+        for family, kernel_source in kernels:
+            get_family(family).get_backend(kernel_source)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("warm-up of GPU %s: %s", device_index, exc)
+
+
+def _run_gpu_worker(database_url: str, device_index: int, job_ids: list[int], compile_workers: int | None) -> None:
     gpu_work(database_url, device_index, job_ids=job_ids, compile_workers=compile_workers, print_fn=print)
 
 
-def run_worker_processes(database_url: str, gpus: list[int], *, job_ids: list[int] | None = None,
-                         compile_workers: int | None = None) -> list[int]:
-    """One worker process per GPU until the work is done; returns the GPUs whose worker failed. Ctrl-C stops them
-    all (each gives its unit back)."""
-    import multiprocessing as mp
+def _gpu_process(conn: Any, database_url: str, device_index: int, compile_workers: int | None,
+                 kernels: list[tuple[str, str | None]], run: Callable[..., None]) -> None:
+    import signal
 
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_gpu_process, args=(database_url, gpu, job_ids, compile_workers)) for gpu in gpus]
-    for p in procs:
-        p.start()
+    # terminate() (the parent stopping its workers) is handled like Ctrl-C: the unit in hand is given back and the
+    # compile pool stopped, instead of both being left to their lease and to chance
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        for p in procs:
+        _warm_up(device_index, kernels)
+        try:
+            job_ids = conn.recv()
+        except EOFError:  # the parent went away before the job existed
+            return
+        if job_ids is None:  # nothing to do (the request was refused)
+            return
+        run(database_url, device_index, job_ids, compile_workers)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole group; the parent reports it, the unit was given back
+        raise SystemExit(130) from None
+
+
+class GpuWorkers:
+    """One worker process per GPU, started *before* their job exists so that their start-up (interpreter, torch,
+    CUDA context, the engine kernels' imports) overlaps the planning of the job; `start(job_ids)` hands them the
+    job, `join()` waits for the work to end. Used as a context manager: leaving it (an error, Ctrl-C, a refused
+    request) stops every worker still running, so none outlives the command.
+
+    `kernels`: (family, kernel_source) pairs whose modules the workers import while they wait. `run(database_url,
+    gpu, job_ids, compile_workers)` is what a worker does once given its jobs (default: `gpu_work`; a module-level
+    function, as the processes are spawned)."""
+
+    def __init__(self, database_url: str, gpus: list[int], *, compile_workers: int | None = None,
+                 kernels: list[tuple[str, str | None]] | None = None,
+                 run: Callable[..., None] = _run_gpu_worker) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.gpus = gpus
+        self._conns = []
+        self._procs = []
+        for gpu in gpus:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_gpu_process, args=(child, database_url, gpu, compile_workers, kernels or [], run),
+                               name=f"tuner-gpu{gpu}")
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        self._started = False
+
+    def start(self, job_ids: list[int]) -> None:
+        """Give every worker the jobs whose units it claims."""
+        for conn in self._conns:
+            conn.send(list(job_ids))
+        self._started = True
+
+    def join(self) -> list[int]:
+        """Wait until every worker has ended; the GPUs whose worker failed."""
+        for p in self._procs:
             p.join()
-    finally:
-        for p in procs:
+        return [gpu for gpu, p in zip(self.gpus, self._procs) if p.exitcode != 0]
+
+    def close(self) -> None:
+        """Stop what still runs: workers not yet given a job are told there is none; the others are terminated
+        (each gives its unit back or lets its lease end), then killed if they do not stop."""
+        for conn in self._conns:
+            if not self._started:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
+            conn.close()
+        for p in self._procs:
+            if p.is_alive() and self._started:
+                p.terminate()
+        for p in self._procs:
+            p.join(10)
             if p.is_alive():
                 p.terminate()
-                p.join(10)
+                p.join(5)
             if p.is_alive():
                 p.kill()
                 p.join()
-    return [gpu for gpu, p in zip(gpus, procs) if p.exitcode != 0]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def run_sweeps_on_gpus(database_url: str, job_ids: list[int], gpus: list[int],
-                       compile_workers: int | None = None) -> None:
-    """One worker process per GPU over the jobs' units, each claiming the next batch size as it frees up. Results
-    merge in the database; a killed worker's unit is taken over when its lease ends. TunerError naming the GPUs
-    whose worker failed."""
+def per_gpu_compile_workers(gpus: list[int], compile_workers: int | None = None) -> int:
+    """Compile processes per GPU worker: `compile_workers`, else the host's cores shared out (one left per GPU for
+    its worker)."""
     import os
 
-    from tuner.errors import TunerError
-
-    per_gpu = compile_workers or max(1, ((os.cpu_count() or 2) - len(gpus)) // len(gpus))
-    failed = run_worker_processes(database_url, gpus, job_ids=job_ids, compile_workers=per_gpu)
-    if failed:
-        raise TunerError(f"the sweep worker(s) on GPU {failed} failed; re-run the same command to resume")
+    return compile_workers or max(1, ((os.cpu_count() or 2) - len(gpus)) // len(gpus))
