@@ -171,7 +171,7 @@ def search(args: argparse.Namespace, work: Path, label: str, workload: list[str]
                            "--slo", args.slo, "--trials", str(args.trials), "--repeats", str(args.search_repeats),
                            "--top-k", "2", "--seed", str(args.seed), "--time-scale", str(args.time_scale),
                            "--requests-per-step", str(args.requests_per_step), "--max-load-steps", "4",
-                           "--rate-min", "0.25", "--rate-max", "4", "--study", f"lwb-{label}-{args.seed}",
+                           "--rate-min", "0.25", "--rate-max", str(args.rate_max), "--study", f"lwb-{label}-{args.seed}",
                            "--no-check-flags", "--out", str(out)]
         for k, v in BASE_FLAGS.items():
             argv += ["--base-flag", f"{k}={v}"]
@@ -251,11 +251,14 @@ def main() -> int:
     p.add_argument("--search-repeats", type=int, default=0)
     p.add_argument("--requests-per-step", type=int, default=32)
     p.add_argument("--search-limit-s", type=float, default=480)
+    p.add_argument("--rate-max", type=float, default=4.0,
+                   help="highest load the searches try, req/s (engine time); above the production rate, or every "
+                        "config that meets the SLOs there ties at the ceiling")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--measure-requests", type=int, default=40)
     args = p.parse_args()
-    work = Path(args.work_dir)
+    work = Path(args.work_dir).resolve()  # Prometheus runs in its data folder: relative paths would break
     work.mkdir(parents=True, exist_ok=True)
     args.database_url = f"sqlite:///{work / 'tuner.db'}"
     t0 = time.perf_counter()
