@@ -12,6 +12,7 @@ import time
 import torch
 
 from tuner.kernels.fused_moe.backends import TunerBackend
+from tuner.kernels.fused_moe.family import FusedMoe
 from tuner.kernels.fused_moe.problem import MAX_REL_ERROR, MoeProblem
 from tuner.kernels.fused_moe.space import candidate_space, default_config
 from tuner.models.config import load_model_config
@@ -45,7 +46,8 @@ def main() -> None:
     shape = derive_moe_shape(load_model_config("GLM-4.7-FP8"), tp=8)
     cands = random.Random(0).sample(candidate_space(shape, 1024), 30)
     t0 = time.perf_counter()
-    pool = CompilePool(shape, "tuner")
+    pool = CompilePool("fused_moe", FusedMoe().shape_to_json(shape), "tuner", device_index=0)
+    pool.batch_size = 1024
     pool.submit(cands)
     statuses = [pool.wait(c)[0] for c in cands]
     dt = time.perf_counter() - t0
