@@ -44,8 +44,9 @@ def test_a_kernel_sweep_job_is_created_from_its_request_and_the_same_request_fin
     assert again.status_code == 200 and again.json()["id"] == job["id"]
     listed = client.get("/api/jobs").json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == job["id"]
+    # in the order workers claim them: largest batch size first in each pass
     assert [u["key"] for u in client.get(f"/api/jobs/{job['id']}/units").json()["items"]] == [
-        "M=1", "M=64", "second pass M=1", "second pass M=64"]
+        "M=64", "M=1", "second pass M=64", "second pass M=1"]
     assert client.get(f"/api/jobs/{job['id']}/result").json()["result"] is None  # nothing measured yet
 
 
