@@ -143,3 +143,45 @@ def test_the_worker_dispatches_each_unit_to_its_kinds_handler(db, db_url):  # ty
     # handed a kernel-sweep job anyway (a worker told to take every kind), the unit fails with what to do
     summary = work(db_url, kinds.handler_for(context), job_ids=[sweep.id])
     assert summary.failed and "tuner worker --gpu" in units.list_units(db, sweep.id)[0].error
+
+
+def test_a_sweep_units_result_says_where_its_time_went(monkeypatch):  # type: ignore[no-untyped-def]
+    """Each unit's stored result carries its wall time split into opening the sweep session (first unit of a sweep
+    only), waiting on compiles and GPU timing, so a slow or badly scaling sweep is explained from the database."""
+    import time
+    import types
+
+    import tuner.search.kernel_sweep as ks
+    from tuner.jobs.context import WorkerContext
+    from tuner.jobs.kernel_sweep import SweepHandler
+
+    class Pool:
+        wait_s = 0.0
+
+    class Session:
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            time.sleep(0.2)  # engine kernel, weights, compile pool
+            self.pool = Pool()
+
+        def run_batch(self, batch_size, refine=False):  # type: ignore[no-untyped-def]
+            time.sleep(0.1)
+            self.pool.wait_s += 0.05  # blocked on compiles
+            return types.SimpleNamespace(best=None, best_latency_us=10.0, engine_latency_us=11.0,
+                                         default_latency_us=12.0, kept_engine_choice=False, measured=3,
+                                         gpu_seconds=0.04)
+
+        def mark(self, status):  # type: ignore[no-untyped-def]
+            pass
+
+        def close(self):  # type: ignore[no-untyped-def]
+            pass
+
+    monkeypatch.setattr(ks, "SweepSession", Session)
+    monkeypatch.setattr(ks, "batch_line", lambda r: "line")
+    handler = SweepHandler.__new__(SweepHandler)  # without a stored job: its specs and context are set here
+    handler.specs, handler.context, handler.sessions = [object()], WorkerContext("sqlite://", 0), {}
+    first = handler.run(types.SimpleNamespace(payload={"sweep": 0, "batch_size": 64}))  # type: ignore[arg-type]
+    second = handler.run(types.SimpleNamespace(payload={"sweep": 0, "batch_size": 1, "phase": "refine"}))  # type: ignore[arg-type]
+    t1, t2 = first["timing_s"], second["timing_s"]
+    assert t1["session_start"] >= 0.2 and t1["unit"] >= 0.3 and t1["compile_wait"] == 0.05 and t1["gpu"] == 0.04
+    assert t2["session_start"] == 0.0 and 0.1 <= t2["unit"] < t1["unit"] and t2["compile_wait"] == 0.05  # per unit

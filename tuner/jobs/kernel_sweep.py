@@ -11,6 +11,7 @@ several sweeps (`--kernel all`, or several GEMM shapes): one job, their units in
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -338,7 +339,9 @@ class SweepHandler:
     def run(self, unit: units.UnitRecord) -> dict[str, Any]:
         from tuner.search.kernel_sweep import SweepSession, batch_line
 
+        t0 = time.perf_counter()
         index = int(unit.payload.get("sweep", 0))  # type: ignore[arg-type]
+        session_start_s = 0.0
         if index not in self.sessions:
             # One session open at a time: each holds its weights and a compile pool whose processes each keep a
             # CUDA context, so a job of many sweeps (13 GEMM shapes) would run the GPU out of memory.
@@ -346,12 +349,20 @@ class SweepHandler:
             ctx = self.context
             self.sessions[index] = SweepSession(self.specs[index], ctx.database_url, ctx.device_index or 0,
                                                 ctx.compile_workers, ctx.print_fn)
+            session_start_s = time.perf_counter() - t0
+        session = self.sessions[index]
+        waited_before = session.pool.wait_s
         refine = unit.payload.get("phase") == "refine"
-        result = self.sessions[index].run_batch(int(unit.payload["batch_size"]), refine=refine)  # type: ignore[arg-type]
+        result = session.run_batch(int(unit.payload["batch_size"]), refine=refine)  # type: ignore[arg-type]
         self.context.say(("second pass " if refine else "") + batch_line(result))
+        # where the unit's time went (wall seconds), so a slow sweep can be explained from the database alone:
+        # opening the session (engine kernel, weights, compile pool), waiting on compiles, timing on the GPU
+        timing_s = {"unit": time.perf_counter() - t0, "session_start": session_start_s,
+                    "compile_wait": session.pool.wait_s - waited_before, "gpu": result.gpu_seconds}
         return {"best": result.best.key if result.best else None, "latency_us": result.best_latency_us,
                 "engine_latency_us": result.engine_latency_us, "default_latency_us": result.default_latency_us,
-                "kept_engine_choice": result.kept_engine_choice, "measured": result.measured}
+                "kept_engine_choice": result.kept_engine_choice, "measured": result.measured,
+                "timing_s": {k: round(v, 3) for k, v in timing_s.items()}}
 
     def close(self) -> None:
         self._close_sessions()

@@ -20,6 +20,7 @@ import hashlib
 import multiprocessing as mp
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class CompilePool:
         self._futures: dict[tuple[Any, int], cf.Future] = {}
         self.workers = n
         self.batch_size = 1
+        self.wait_s = 0.0  # seconds callers spent blocked in wait(): compilation the timing could not overlap
 
     def submit(self, configs: Iterable[Any]) -> None:
         """Start compiling each of `configs` (anything with a `.key` the family's probe parses) at `batch_size`."""
@@ -132,10 +134,13 @@ class CompilePool:
     def wait(self, configs: Any) -> tuple[str, str]:
         """(status, detail) of compiling `configs`; submits it first if needed."""
         self.submit([configs])
+        t0 = time.perf_counter()
         try:
             _, status, detail = self._futures[(configs, self.batch_size)].result()
         except Exception as exc:  # noqa: BLE001 - a crashed worker (e.g. illegal memory access) is data too
             return "compile_error", f"compile worker failed: {type(exc).__name__}: {exc}"
+        finally:
+            self.wait_s += time.perf_counter() - t0
         return status, detail
 
     def close(self) -> None:
