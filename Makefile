@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/tuner demo --serve
 
 lint: setup
-	$(BIN)/pip install -q ruff mypy && $(BIN)/ruff check tuner tests && $(BIN)/mypy tuner
+	$(BIN)/pip install -q ruff==0.17.6 mypy && $(BIN)/ruff check tuner tests && $(BIN)/mypy tuner
 
 clean:
 	rm -rf $(VENV) build *.egg-info

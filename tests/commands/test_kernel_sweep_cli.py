@@ -204,7 +204,7 @@ def test_the_interpreter_check_runs_as_a_user_starts_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TUNER_DATA_DIR"] = str(tmp_path)
     done = subprocess.run([sys.executable, "-m", "tuner", "kernel-sweep", "--model", "DeepSeek-V3", "--tp", "8",
-                           "--interpret"], env=env, capture_output=True, text=True, timeout=600)
+                           "--interpret"], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.rstrip().endswith("all configs correct")
 

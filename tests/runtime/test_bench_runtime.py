@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from runtime_fakes import FakeEngine
@@ -73,7 +74,7 @@ def test_an_engine_killed_mid_load_fails_clearly_and_leaves_no_process(tmp_path,
     assert "exited with code 3 during the load" in result.error
     assert result.client is not None and result.client.failed > 0  # what was measured is kept
     assert result.client.completed < 20
-    pgid = int(open(result.log_path).read().split("in process group ")[1].split()[0])
+    pgid = int(Path(result.log_path).read_text().split("in process group ")[1].split()[0])
     assert group_members(pgid) == []  # the engine's child is gone too
     assert get_bench_run(db, result.run_id).failure_kind == "crash"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -95,7 +96,7 @@ def test_warmup_sessions_are_not_the_measured_prompts():
 def test_poisson_arrivals_have_the_requested_rate():
     sessions = RandomWorkload(4000, input_len=1, output_len=1, text_source=words).sessions(0)
     offsets = PoissonArrivals(20.0).offsets_s(sessions, 0)
-    gaps = [b - a for a, b in zip(offsets, offsets[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(offsets)]
     assert statistics.mean(gaps) == pytest.approx(1 / 20, rel=0.05)
     assert statistics.stdev(gaps) == pytest.approx(1 / 20, rel=0.1)  # exponential: sd == mean
     assert PoissonArrivals(math.inf).offsets_s(sessions[:3], 0) == [0.0, 0.0, 0.0]
@@ -180,7 +181,7 @@ def test_multi_turn_sends_the_next_turn_after_the_answer_with_the_history(fake_s
     for sid in (0, 1):
         turns = sorted((r for r in result.records if r.session_id == sid), key=lambda r: r.turn)
         assert [t.turn for t in turns] == [0, 1, 2]
-        for prev, nxt in zip(turns, turns[1:], strict=False):
+        for prev, nxt in itertools.pairwise(turns):
             assert nxt.start_s >= prev.end_s  # never before the previous answer completed
             assert nxt.input_tokens >= prev.input_tokens + prev.output_tokens  # context grows
 

@@ -107,7 +107,7 @@ def test_fast_but_wrong_configs_are_recorded_and_never_chosen(tmp_path):
 def test_finalists_are_retimed_with_full_replays(tmp_path):
     db = open_database(f"sqlite:///{tmp_path / 't.db'}")
     result = _run(db, FakeProblem())
-    best = [m for m in load_measurements(db, CTX, SHAPE.key, M) if m.config_key == result.best.key][0]
+    best = next(m for m in load_measurements(db, CTX, SHAPE.key, M) if m.config_key == result.best.key)
     assert best.replays == FINAL_REPLAYS
     assert result.default_latency_us == latency(default_config(SHAPE, M))
     assert result.best_latency_us <= result.default_latency_us

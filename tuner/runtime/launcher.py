@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -301,7 +301,7 @@ class RunningEngine:
                 _LIVE.pop(self.pgid, None)
         return self.proc.poll()
 
-    def __enter__(self) -> RunningEngine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -322,7 +322,7 @@ def _start(engine: Engine, argv: list[str], env_flags: Mapping[str, str], log_pa
             popen_argv, preexec = _popen_argv(argv)
             proc = subprocess.Popen(
                 popen_argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=preexec, close_fds=True,
+                start_new_session=True, preexec_fn=preexec, close_fds=True,  # noqa: PLW1509 - only when single-threaded (_popen_argv)
             )
         except FileNotFoundError as exc:
             raise EngineLaunchError(

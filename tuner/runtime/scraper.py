@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Self
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -286,7 +287,7 @@ class GaugeSampler:
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
 
-    def start(self) -> GaugeSampler:
+    def start(self) -> Self:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="gauge-sampler", daemon=True)
         self._thread.start()
@@ -298,7 +299,7 @@ class GaugeSampler:
             self._thread.join(timeout=self.timeout_s + self.interval_s + 1)
         return self.stats()
 
-    def __enter__(self) -> GaugeSampler:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

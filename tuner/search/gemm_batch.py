@@ -9,6 +9,7 @@ are tried with SGLang's SWAP_AB / SPLIT_K variants; then interleaved finals and 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from tuner.store.db import Database
 from tuner.store.kernels import BestConfig, MeasurementContext, load_measurements
 
 HOPPER_BASES = 3  # the fastest plain configs tried with every SWAP_AB / SPLIT_K variant
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -148,8 +151,8 @@ def shipped_gemm_seeds(folder: Path | None, shape: GemmShape, batch_size: int) -
         try:
             raw = {int(k): v for k, v in json.loads(path.read_text()).items() if k.isdigit()}
             seeds[GemmConfig.from_json_dict(nearest_entry(raw, batch_size))] = None
-        except Exception:  # noqa: BLE001 - a file we cannot read is no seed
-            continue
+        except Exception as exc:  # noqa: BLE001 - a file we cannot read is no seed
+            log.debug("GEMM seed file %s skipped: %s", path.name, exc)
     return list(seeds)
 
 

@@ -29,9 +29,9 @@ def serve(config: ServiceConfig, *, before_start: Callable[[Database], None] | N
     import uvicorn
 
     from tuner.service.app import create_app
-    from tuner.store.browse import warm_pareto_caches
     from tuner.service.metrics import ServiceMetrics
     from tuner.service.workers import WorkerPool
+    from tuner.store.browse import warm_pareto_caches
 
     db = open_database(config.database_url)
     metrics_dir = Path(tempfile.mkdtemp(prefix="tuner-service-metrics-"))

@@ -1,5 +1,7 @@
 """Roofline step costs: shape of decode/prefill times and agreement with the measured fused-MoE timings."""
 
+import itertools
+
 import pytest
 
 from tuner.runtime.sim.cost import ForwardBatch, RooflineCostModel
@@ -39,7 +41,7 @@ def decode_s(cost: RooflineCostModel, batch: int, graph: bool = True, context: i
 def test_decode_step_time_grows_with_batch() -> None:
     cost = model()
     times = [decode_s(cost, b) for b in (1, 8, 32, 64, 128, 256)]
-    assert all(a < b for a, b in zip(times, times[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(times))
 
 
 @pytest.mark.parametrize("profile", [GLM_4_7_FP8, DEEPSEEK_V3])

@@ -78,9 +78,7 @@ def fits_device(config: KernelConfig, shape: MoeShape, limits: DeviceLimits = De
     if shared_memory_bytes(config, shape) > limits.shared_memory_bytes:
         return False
     # fp32 accumulators alone above ~60% of the per-thread budget spill once operands and addresses are added
-    if accumulator_registers_per_thread(config) > 0.6 * limits.max_registers_per_thread:
-        return False
-    return True
+    return accumulator_registers_per_thread(config) <= 0.6 * limits.max_registers_per_thread
 
 
 def expected_max_rows_per_expert(shape: MoeShape, batch_size: int) -> int:

@@ -135,7 +135,7 @@ class SharedPrefixWorkload:
 
     @property
     def prefix_len(self) -> int:
-        return int(round(self.input_len * self.prefix_fraction))
+        return round(self.input_len * self.prefix_fraction)
 
     def sessions(self, seed: int) -> list[Session]:
         rng = random.Random(seed)
@@ -238,7 +238,7 @@ def read_trace(path: Path | str) -> list[TraceEntry]:
         try:
             row = json.loads(line)
             if not isinstance(row, dict):
-                raise ValueError("not a JSON object")
+                raise ValueError("not a JSON object")  # noqa: TRY004 - reported with the other bad-line errors
             ts = float(row["timestamp"])
             out_len = int(row["output_len"])
             prompt = row.get("prompt")

@@ -154,8 +154,8 @@ def plan_memory(inputs: MemoryInputs) -> MemoryPlan:
             "load_weights",
             (
                 _oom_line(layer, total, RUNTIME_OVERHEAD_BYTES + loaded),
-                f"[sim] {m.name} needs {_gib(weights + draft)} of weights per GPU at --tp-size "
-                f"{inputs.tp_size} on a {inputs.gpu.name} ({_gib(total)}); use a larger --tp-size.",
+                (f"[sim] {m.name} needs {_gib(weights + draft)} of weights per GPU at --tp-size "
+                f"{inputs.tp_size} on a {inputs.gpu.name} ({_gib(total)}); use a larger --tp-size."),
             ),
         )
     elif max_tokens <= 0:
@@ -163,9 +163,9 @@ def plan_memory(inputs: MemoryInputs) -> MemoryPlan:
             "kv_cache",
             (
                 "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.",
-                f"[sim] static memory {_gib(static_budget)} (--mem-fraction-static "
+                (f"[sim] static memory {_gib(static_budget)} (--mem-fraction-static "
                 f"{inputs.mem_fraction_static}) does not cover the weights ({_gib(weights + draft)}) "
-                "plus a KV cache.",
+                "plus a KV cache."),
             ),
         )
     elif RUNTIME_OVERHEAD_BYTES + graphs > non_static:
@@ -190,9 +190,9 @@ def plan_memory(inputs: MemoryInputs) -> MemoryPlan:
             "warmup",
             (
                 _oom_line(activations, total, in_use),
-                f"[sim] a prefill of {prefill_tokens} tokens needs {_gib(activations)} of activations but "
+                (f"[sim] a prefill of {prefill_tokens} tokens needs {_gib(activations)} of activations but "
                 f"only {_gib(left)} is left outside the static pool; lower --mem-fraction-static or "
-                "--chunked-prefill-size.",
+                "--chunked-prefill-size."),
             ),
         )
     return MemoryPlan(

@@ -6,6 +6,7 @@ wall clock. Used by the calibration script and the tests of disaggregation's pub
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ def _summary(load: Sequence[LoadRequest], times: dict[str, list[float]]) -> Load
     for k, req in enumerate(load):
         t = times[f"r{k}"]
         ttfts.append(t[0] - req.arrival_s)
-        gaps.extend(b - a for a, b in zip(t, t[1:], strict=False))
+        gaps.extend(b - a for a, b in itertools.pairwise(t))
         end = max(end, t[-1])
     tokens = sum(len(t) for t in times.values())
 
