@@ -105,12 +105,11 @@ def _report_failed_units(url: str, job_id: int) -> int:
     return 1
 
 
-def _warm_kernels(request: object) -> list[tuple[str, str | None]]:
+def _warm_kernels(request: KernelSweepRequest) -> list[tuple[str, str | None]]:
     """(family, kernel source) pairs the early-started GPU workers import while the job is planned."""
-    kernel = getattr(request, "kernel", "fused-moe")
-    source = getattr(request, "kernel_source", "auto")
-    families = {"fused-moe": ["fused_moe"], "fp8-gemm": ["fp8_gemm"]}.get(kernel, ["fused_moe", "fp8_gemm"])
-    return [(f, None if source == "auto" else source) for f in families]
+    families = {"fused-moe": ["fused_moe"], "fp8-gemm": ["fp8_gemm"]}.get(request.kernel, ["fused_moe", "fp8_gemm"])
+    source = None if request.kernel_source == "auto" else request.kernel_source
+    return [(f, source) for f in families]
 
 
 def _local_device_name() -> str | None:
