@@ -22,8 +22,69 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from _procs import run_interruptible
+
+
+class UsageSampler:
+    """Every `every_s` seconds while a run lasts: the host's CPU busy fraction (/proc/stat, all cores) and each GPU's
+    utilisation (nvidia-smi, its own process group), written to a CSV as they arrive: whether a sweep is bound by
+    compiling (CPU) or by timing (GPU). Either source missing is left out, never an error."""
+
+    def __init__(self, path: Path, every_s: float = 1.0) -> None:
+        import threading
+
+        self.path, self.every_s = path, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._smi: Any = None
+
+    @staticmethod
+    def _cpu() -> tuple[int, int] | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields) - idle, sum(fields)
+
+    def _loop(self) -> None:
+        import time
+
+        t0, last = time.perf_counter(), self._cpu()
+        with self.path.open("w") as out:
+            out.write("t_s,cpu_busy,gpu_util\n")
+            while not self._stop.wait(self.every_s):
+                now = self._cpu()
+                busy = ""
+                if now and last and now[1] > last[1]:
+                    busy = f"{(now[0] - last[0]) / (now[1] - last[1]):.3f}"
+                last = now
+                gpu = ""
+                if self._smi is not None:
+                    gpu = self._smi_line()
+                out.write(f"{time.perf_counter() - t0:.1f},{busy},{gpu}\n")
+                out.flush()
+
+    def _smi_line(self) -> str:
+        import subprocess
+
+        try:
+            r = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                               capture_output=True, text=True, timeout=5, start_new_session=True)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return " ".join(r.stdout.split())
+
+    def __enter__(self) -> "UsageSampler":
+        self._smi = shutil.which("nvidia-smi")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _tag(gpus: str) -> str:
@@ -46,7 +107,8 @@ def cmd_run(a: argparse.Namespace) -> None:
             "kernel-sweep", "--model", a.model, "--tp", str(a.tp), "--kernel-source", "sglang", "--gpus", a.gpus,
             "--export", str(work / f"{tag}-files"), "--force", "--format", "sglang"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TRITON_CACHE_DIR": str(cache)}
-    wall_s, finished = run_interruptible(args, env, a.time_limit_s)
+    with UsageSampler(work / f"{tag}-usage.csv"):
+        wall_s, finished = run_interruptible(args, env, a.time_limit_s)
     data = _load(work)
     data["runs"][tag] = {"gpus": a.gpus, "wall_s": wall_s, "finished": finished, "model": a.model, "tp": a.tp,
                          "command": "tuner " + " ".join(args[3:]), "date": dt.date.today().isoformat()}

@@ -30,6 +30,25 @@ def test_workers_ignore_ctrl_c_so_only_the_parent_handles_it():
         pool.close()
 
 
+def test_start_all_starts_every_worker_before_any_work_is_submitted():
+    # a spawned executor starts one process per submit that finds none idle: without start_all the first burst
+    # of compiles would wait for the interpreters to start after it was submitted
+    pool = WorkerPool(3, _nothing)
+    try:
+        pool.start_all()
+        assert len(pool._executor._processes) == 3
+        deadline = time.monotonic() + 60
+        while not all(_running(p.pid) for p in pool._executor._processes.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # the three start in parallel: three tasks that each take 1 s end together, ~1 s after submission
+        t0 = time.monotonic()
+        for f in [pool.submit(time.sleep, 1) for _ in range(3)]:
+            f.result(timeout=60)
+        assert time.monotonic() - t0 < 2.5
+    finally:
+        pool.close()
+
+
 def test_close_stops_busy_workers_and_cancels_queued_work():
     pool = WorkerPool(2, _nothing)
     started = [pool.submit(time.sleep, 0) for _ in range(2)]

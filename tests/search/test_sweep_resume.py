@@ -122,11 +122,14 @@ class RecordingPool:
         self.problem = problem
         self.submitted: list[MoeConfigs] = []
         self.timed_at_first_submit: int | None = None
+        self.timed_when_submitted: dict[MoeConfigs, int] = {}
 
     def submit(self, configs):
         if self.timed_at_first_submit is None:
             self.timed_at_first_submit = len(self.problem.timed)
         self.submitted.extend(c for c in configs if c not in self.submitted)
+        for c in configs:
+            self.timed_when_submitted.setdefault(c, len(self.problem.timed))
 
     def wait(self, config):
         self.submit([config])
@@ -150,3 +153,18 @@ def test_exhaustive_sweep_compiles_its_whole_list_ahead_of_timing_and_skips_what
     # the whole remaining list went to the compile workers first, in the order it is then timed
     assert [c.up for c in pool.submitted[: len(remaining)]] == remaining
     assert problem.timed[: len(remaining)] == remaining
+
+
+def test_baselines_and_seeds_start_compiling_together_before_anything_is_timed(tmp_path):
+    # each baseline used to wait for its own compile before the next was submitted: one more compile round per
+    # batch size on the critical path
+    db = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    problem = FakeProblem()
+    pool = RecordingPool(problem)
+    seeds = [KernelConfig(16, 64, 128, 1, 4, 3), KernelConfig(64, 128, 128, 1, 8, 4)]
+    engine = KernelConfig(32, 64, 64, 1, 4, 3)
+    plan = BatchPlan(SHAPE, M, EngineChoice(MoeConfigs(engine), "shipped"), down_configs=False, tma=False,
+                     up_seeds=tuple(seeds), up_budget=24)
+    sweep_batch_size(BatchSweeper(db, CTX, SHAPE, problem, pool, M), plan)
+    assert [c.up for c in pool.submitted[:4]] == [engine, default_config(SHAPE, M), *seeds]
+    assert [pool.timed_when_submitted[c] for c in pool.submitted[:4]] == [0, 0, 0, 0]

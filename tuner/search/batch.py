@@ -131,6 +131,14 @@ def cross_batch_finalists(db: Database, ctx: MeasurementContext, shape_key: str,
     return [parse_key(m.config_key) for s in sizes for m in fastest([r for r in rows if r.batch_size == s])[:per_batch_size]]
 
 
+def compile_ahead(sweeper: BatchSweeper, configs: list[Any]) -> None:
+    """Start compiling `configs` (those not measured yet) at once: a batch size's baselines and its search's seeds
+    compile side by side, instead of each baseline's compile waiting for the one before (one compile round per
+    batch size less on the critical path)."""
+    if sweeper.pool is not None:
+        sweeper.pool.submit([c for c in dict.fromkeys(configs) if c not in sweeper.known])
+
+
 def search(sweeper: BatchSweeper, strategy: SearchStrategy, to_configs: Callable[[KernelConfig], Any],
             from_configs: Callable[[Any], KernelConfig | None], on_progress: Callable[[int], None] | None) -> None:
     """Ask/measure/tell until the strategy is done; results already stored are told first, never re-measured."""

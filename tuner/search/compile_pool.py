@@ -28,6 +28,10 @@ from typing import Any
 _worker_state: dict[str, object] = {}
 
 
+def _started() -> None:
+    """A no-op task: submitted once per worker, it makes the pool start them all (WorkerPool.start_all)."""
+
+
 def _start_worker(initializer: Callable[..., None], *args: object) -> None:
     # Ctrl-C reaches the whole process group; the parent handles it and stops the workers (WorkerPool.close),
     # so a worker must not die mid-task with a traceback of its own.
@@ -47,6 +51,14 @@ class WorkerPool:
 
     def submit(self, fn: Callable[..., object], *args: object) -> cf.Future:
         return self._executor.submit(fn, *args)
+
+    def start_all(self) -> None:
+        """Start every worker now, in the background. A spawned pool otherwise starts one process per submit that
+        finds none idle, so the first burst of compiles waited for 15 interpreters to import torch and build their
+        probes *after* it was submitted; started here, that overlaps the caller's own start-up (weights, the first
+        batch size's reference)."""
+        for _ in range(self.workers):
+            self._executor.submit(_started)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Cancel what has not started and stop every worker now; a compile in progress is abandoned."""
@@ -120,6 +132,7 @@ class CompilePool:
         n = workers if workers is not None else max(1, min(16, (os.cpu_count() or 2) - 1))
         lock = str(lock_dir or host_lock_dir())
         self._pool = WorkerPool(n, _init_worker, (family_name, shape_json, backend_name, device_index, lock))
+        self._pool.start_all()
         self._futures: dict[tuple[Any, int], cf.Future] = {}
         self.workers = n
         self.batch_size = 1

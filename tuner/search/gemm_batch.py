@@ -22,6 +22,7 @@ from tuner.search.batch import (
     BatchSweeper,
     Finalists,
     Gains,
+    compile_ahead,
     cross_batch_finalists,
     decide,
     fastest,
@@ -76,14 +77,15 @@ def _fits(config: KernelConfig) -> bool:
 def sweep_gemm_batch(sweeper: BatchSweeper, plan: GemmPlan,
                      on_progress: Callable[[int], None] | None = None) -> GemmBatchResult:
     engine, default = plan.engine.config, default_config(plan.shape.block_shape)
-    for baseline in (engine, default):
-        sweeper.measure(baseline)
     bases = [c.base for c in gemm_space(plan.shape.block_shape, hopper=False) if _fits(c.base)]
     max_block_m = max(16, min(BLOCK_M[-1], 1 << (max(plan.batch_size, 1) - 1).bit_length()))
     pruned = [c for c in bases if c.block_size_m <= max_block_m]
     seeds = [s.base for s in (engine, default, *plan.seeds)]
     strategy = (ExhaustiveSearch(bases) if plan.strategy == "exhaustive"
                 else AdaptiveSearch(pruned, seeds, plan.budget, seed=plan.seed + plan.batch_size))
+    compile_ahead(sweeper, [engine, default, *map(GemmConfig, strategy.upcoming())])
+    for baseline in (engine, default):
+        sweeper.measure(baseline)
     search(sweeper, strategy, GemmConfig, lambda g: None if g.hopper else g.base, on_progress)
     if plan.hopper:
         ranked = [GemmConfig.from_key(m.config_key) for m in fastest(list(sweeper.known.values()))]

@@ -10,6 +10,7 @@ know nothing of workers or the queue.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,11 +76,14 @@ class SweepSession:
         from tuner.search.runners import runner_for
 
         require_cuda()
+        t0 = time.perf_counter()
+        self.start_s: dict[str, float] = {}  # where opening the session went (wall seconds), see SweepHandler
         self.spec = spec
         family = get_family(spec.kernel)
         torch.cuda.set_device(device_index)
         device = torch.device("cuda", device_index)
         backend = family.get_backend(spec.kernel_source)
+        self.start_s["engine_kernel"] = time.perf_counter() - t0
         if print_fn is not None:
             print_fn(describe_kernel_source(backend))
         proxy_for = getattr(backend, "proxy_for", None)
@@ -98,8 +102,11 @@ class SweepSession:
                    "down_configs": getattr(backend, "supports_down_config", False),
                    "use_tma": getattr(backend, "supports_tma", False)},
         )
+        self.start_s["store"] = time.perf_counter() - t0 - sum(self.start_s.values())
         self.runner = runner_for(family.name, spec, backend, device, self.db, ctx)
+        self.start_s["weights"] = time.perf_counter() - t0 - sum(self.start_s.values())
         self.pool = CompilePool(family.name, shape_json, backend.name, device_index, compile_workers)
+        self.start_s["compile_pool"] = time.perf_counter() - t0 - sum(self.start_s.values())
 
     def run_batch(self, batch_size: int, on_progress: Callable[[int], None] | None = None,
                   refine: bool = False) -> BatchResult:

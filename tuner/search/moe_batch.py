@@ -41,6 +41,7 @@ from tuner.search.batch import (  # noqa: F401 - re-exported: the finals' consta
     BatchSweeper,
     Finalists,
     Gains,
+    compile_ahead,
     cross_batch_finalists,
     decide,
     fastest,
@@ -145,10 +146,12 @@ def sweep_batch_size(sweeper: BatchSweeper, plan: BatchPlan,
                      on_progress: Callable[[int], None] | None = None) -> BatchResult:
     """Search one batch size (see the module docstring); returns what to export and the baselines beside it."""
     engine, default = plan.engine.configs, plan.default
+    up = up_strategy(plan)
+    compile_ahead(sweeper, [engine, default, *map(MoeConfigs, up.upcoming())])
     for baseline in (engine, default):  # measured first: the search starts from what the user has
         sweeper.measure(baseline)
     # Up phase: one config for both GEMMs.
-    search(sweeper, up_strategy(plan), MoeConfigs, lambda c: c.up if c.down is None else None, on_progress)
+    search(sweeper, up, MoeConfigs, lambda c: c.up if c.down is None else None, on_progress)
     singles = fastest([m for c, m in sweeper.known.items() if c.down is None])
     if plan.down_configs:
         # Down phase, given the up config of the fastest pair so far (the engine's own pair included).
