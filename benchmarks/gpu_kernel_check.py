@@ -46,7 +46,8 @@ def main() -> None:
     shape = derive_moe_shape(load_model_config("GLM-4.7-FP8"), tp=8)
     cands = random.Random(0).sample(candidate_space(shape, 1024), 30)
     t0 = time.perf_counter()
-    pool = CompilePool("fused_moe", FusedMoe().shape_to_json(shape), "tuner", device_index=0)
+    pool = CompilePool(device_index=0, warm=[("fused_moe", "tuner")])
+    pool.target("fused_moe", FusedMoe().shape_to_json(shape), "tuner")
     pool.batch_size = 1024
     pool.submit(cands)
     statuses = [pool.wait(c)[0] for c in cands]

@@ -185,3 +185,41 @@ def test_a_sweep_units_result_says_where_its_time_went(monkeypatch):  # type: ig
     t1, t2 = first["timing_s"], second["timing_s"]
     assert t1["session_start"] >= 0.2 and t1["unit"] >= 0.3 and t1["compile_wait"] == 0.05 and t1["gpu"] == 0.04
     assert t2["session_start"] == 0.0 and 0.1 <= t2["unit"] < t1["unit"] and t2["compile_wait"] == 0.05  # per unit
+
+
+def test_a_sweep_uses_the_compile_pool_its_worker_started_before_the_job(monkeypatch):  # type: ignore[no-untyped-def]
+    """A GPU worker starts its compile processes before its job exists; every sweep session of the job compiles
+    in that pool instead of starting (and later stopping) its own."""
+    import types
+
+    import tuner.search.kernel_sweep as ks
+    from tuner.jobs.context import WorkerContext
+    from tuner.jobs.kernel_sweep import SweepHandler
+
+    given: list[object] = []
+
+    class Session:
+        def __init__(self, *args, pool=None, **kwargs):  # type: ignore[no-untyped-def]
+            given.append(pool)
+            self.pool = types.SimpleNamespace(wait_s=0.0)
+
+        def run_batch(self, batch_size, refine=False):  # type: ignore[no-untyped-def]
+            return types.SimpleNamespace(best=None, best_latency_us=1.0, engine_latency_us=1.0,
+                                         default_latency_us=1.0, kept_engine_choice=True, measured=1,
+                                         gpu_seconds=0.0)
+
+        def mark(self, status):  # type: ignore[no-untyped-def]
+            pass
+
+        def close(self):  # type: ignore[no-untyped-def]
+            pass
+
+    monkeypatch.setattr(ks, "SweepSession", Session)
+    monkeypatch.setattr(ks, "batch_line", lambda r: "line")
+    pool = object()
+    handler = SweepHandler.__new__(SweepHandler)
+    handler.specs, handler.sessions = [object(), object()], {}
+    handler.context = WorkerContext("sqlite://", 0, compile_pool=pool)
+    for sweep in (0, 1):  # two sweeps of one job (e.g. two GEMM shapes): one pool for both
+        handler.run(types.SimpleNamespace(payload={"sweep": sweep, "batch_size": 8}))  # type: ignore[arg-type]
+    assert given == [pool, pool]

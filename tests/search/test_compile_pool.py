@@ -125,3 +125,27 @@ def test_an_unusable_lock_folder_does_not_stop_compiling(tmp_path):
     blocker.write_text("")
     with compile_lock(blocker / "locks", "ns", "key"):  # a file where the folder should be
         pass
+
+
+def test_a_compile_process_builds_one_probe_per_sweep_and_drops_the_last_sweeps(monkeypatch):
+    """A pool started before its job serves sweep after sweep (13 GEMM shapes): each compile process builds the
+    probe of the sweep it is asked for once, and frees the previous sweep's placeholder tensors first."""
+    import tuner.kernels.family as family_module
+    from tuner.search import compile_pool
+
+    built: list[tuple[dict, str]] = []
+
+    class Family:
+        def compile_probe(self, shape_json, backend_name):
+            built.append((shape_json, backend_name))
+            return object()
+
+    monkeypatch.setattr(family_module, "get_family", lambda name: Family())
+    monkeypatch.setattr(compile_pool, "_worker_state", {})
+    a = ("fp8_gemm", '{"k": 7168, "n": 576}', "sglang")
+    b = ("fp8_gemm", '{"k": 2048, "n": 7168}', "sglang")
+    first = compile_pool._probe_for(a)
+    assert compile_pool._probe_for(a) is first  # built once per sweep
+    second = compile_pool._probe_for(b)
+    assert second is not first and compile_pool._worker_state["probe"] is second
+    assert built == [({"k": 7168, "n": 576}, "sglang"), ({"k": 2048, "n": 7168}, "sglang")]

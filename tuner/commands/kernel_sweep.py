@@ -57,6 +57,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     kernels=_warm_kernels(request)))
         plan = kernel_sweep.plan(request)  # checks the request (one line per mistake), then that a GPU is here
         gpus = _parse_gpus(args.gpus)
+        pool = None
+        if workers is None:  # one GPU, this process: its compile processes start while the job is stored
+            from tuner.search.compile_pool import CompilePool
+
+            pool = stack.enter_context(CompilePool(gpus[0], args.compile_workers, warm=_warm_kernels(request)))
         for line in plan.lines:
             print(line)
         job = kernel_sweep.persist(url, plan)
@@ -71,7 +76,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         else:
             from tuner.jobs.worker import gpu_work
 
-            gpu_work(url, gpus[0], job_ids=[job.id], compile_workers=args.compile_workers, print_fn=print)
+            gpu_work(url, gpus[0], job_ids=[job.id], compile_workers=args.compile_workers, print_fn=print,
+                     compile_pool=pool)
     for spec in plan.specs:
         for line in kernel_sweep.sweep_results(url, spec, plan.device_name):
             print(("" if spec.kernel == "fused_moe" else f"FP8 GEMM {spec.shape.key}: ") + line)

@@ -17,13 +17,16 @@ from tuner.jobs import units
 @dataclass(frozen=True)
 class WorkerContext:
     """The worker a unit runs in: its database, its GPU (None for a CPU worker), how many compile processes it
-    may start, where its progress lines go, and the event that asks a running handler to stop (cancel)."""
+    may start, where its progress lines go, the event that asks a running handler to stop (cancel), and the compile
+    pool the worker started on its GPU before its job existed (tuner.search.compile_pool.CompilePool; None: each
+    kernel sweep starts its own)."""
 
     database_url: str
     device_index: int | None = None
     compile_workers: int | None = None
     print_fn: Callable[[str], None] | None = None
     stop: threading.Event | None = None
+    compile_pool: Any = None
 
     def say(self, line: str) -> None:
         if self.print_fn is not None:

@@ -348,7 +348,7 @@ class SweepHandler:
             self._close_sessions()
             ctx = self.context
             self.sessions[index] = SweepSession(self.specs[index], ctx.database_url, ctx.device_index or 0,
-                                                ctx.compile_workers, ctx.print_fn)
+                                                ctx.compile_workers, ctx.print_fn, pool=ctx.compile_pool)
             session_start_s = time.perf_counter() - t0
         session = self.sessions[index]
         waited_before = session.pool.wait_s

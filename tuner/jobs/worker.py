@@ -156,13 +156,14 @@ def _fail(db: Database, unit_id: int, worker_id: str, error: str) -> None:
 
 def gpu_work(database_url: str, device_index: int, *, job_ids: list[int] | None = None,
              compile_workers: int | None = None, stay: bool = False,
-             print_fn: Callable[[str], None] | None = None) -> WorkerSummary:
+             print_fn: Callable[[str], None] | None = None, compile_pool: Any = None) -> WorkerSummary:
     """A worker on GPU `device_index`: takes the units of every job kind that runs on this GPU (kernel sweeps for
-    this GPU's device name, flag searches of real engines), dispatched through tuner.jobs.kinds."""
+    this GPU's device name, flag searches of real engines), dispatched through tuner.jobs.kinds. `compile_pool`: a
+    CompilePool on this GPU, started early, that every kernel sweep of this worker uses (the caller closes it)."""
     from tuner.kernels.timing import require_cuda
 
     require_cuda()
-    context = WorkerContext(database_url, device_index, compile_workers, print_fn)
+    context = WorkerContext(database_url, device_index, compile_workers, print_fn, compile_pool=compile_pool)
     worker_id = f"{units.new_worker_id()}/gpu{device_index}"
     return work(database_url, kinds.handler_for(context), kinds=kinds.claimed_kinds(context), job_ids=job_ids,
                 worker_id=worker_id, stay=stay, print_fn=print_fn)
@@ -195,28 +196,46 @@ def _warm_up(device_index: int, kernels: list[tuple[str, str | None]]) -> None:
         log.debug("warm-up of GPU %s: %s", device_index, exc)
 
 
-def _run_gpu_worker(database_url: str, device_index: int, job_ids: list[int], compile_workers: int | None) -> None:
-    gpu_work(database_url, device_index, job_ids=job_ids, compile_workers=compile_workers, print_fn=print)
+def _run_gpu_worker(database_url: str, device_index: int, job_ids: list[int], compile_workers: int | None,
+                    compile_pool: Any = None) -> None:
+    gpu_work(database_url, device_index, job_ids=job_ids, compile_workers=compile_workers, print_fn=print,
+             compile_pool=compile_pool)
 
 
 def _gpu_process(conn: Any, database_url: str, device_index: int, compile_workers: int | None,
-                 kernels: list[tuple[str, str | None]], run: Callable[..., None]) -> None:
+                 kernels: list[tuple[str, str | None]], run: Callable[..., None], log_level: int) -> None:
     import signal
 
     # terminate() (the parent stopping its workers) is handled like Ctrl-C: the unit in hand is given back and the
     # compile pool stopped, instead of both being left to their lease and to chance
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    pool = None
     try:
+        t0 = time.perf_counter()
+        if kernels:  # a kernel sweep: its compile processes start now, beside this worker's own start-up
+            from tuner.search.compile_pool import CompilePool
+
+            pool = CompilePool(device_index, compile_workers, warm=kernels)
         _warm_up(device_index, kernels)
+        ready_s = time.perf_counter() - t0
         try:
             job_ids = conn.recv()
         except EOFError:  # the parent went away before the job existed
             return
+        log.info("GPU %s worker: ready %.1f s after its start, given its job %.1f s later", device_index, ready_s,
+                 time.perf_counter() - t0 - ready_s)
         if job_ids is None:  # nothing to do (the request was refused)
             return
-        run(database_url, device_index, job_ids, compile_workers)
+        if pool is None:
+            run(database_url, device_index, job_ids, compile_workers)
+        else:
+            run(database_url, device_index, job_ids, compile_workers, pool)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole group; the parent reports it, the unit was given back
         raise SystemExit(130) from None
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 class GpuWorkers:
@@ -225,9 +244,11 @@ class GpuWorkers:
     job, `join()` waits for the work to end. Used as a context manager: leaving it (an error, Ctrl-C, a refused
     request) stops every worker still running, so none outlives the command.
 
-    `kernels`: (family, kernel_source) pairs whose modules the workers import while they wait. `run(database_url,
-    gpu, job_ids, compile_workers)` is what a worker does once given its jobs (default: `gpu_work`; a module-level
-    function, as the processes are spawned)."""
+    `kernels`: (family, kernel_source) pairs whose modules the workers import while they wait; given any, each
+    worker also starts its compile pool (tuner.search.compile_pool.CompilePool) at once and its sweeps use it.
+    `run(database_url, gpu, job_ids, compile_workers[, compile_pool])` is what a worker does once given its jobs
+    (default: `gpu_work`; a module-level function, as the processes are spawned; the pool is passed when there
+    is one)."""
 
     def __init__(self, database_url: str, gpus: list[int], *, compile_workers: int | None = None,
                  kernels: list[tuple[str, str | None]] | None = None,
@@ -240,7 +261,8 @@ class GpuWorkers:
         self._procs = []
         for gpu in gpus:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_gpu_process, args=(child, database_url, gpu, compile_workers, kernels or [], run),
+            proc = ctx.Process(target=_gpu_process, args=(child, database_url, gpu, compile_workers, kernels or [], run,
+                                                           logging.getLogger().getEffectiveLevel()),
                                name=f"tuner-gpu{gpu}")
             proc.start()
             child.close()

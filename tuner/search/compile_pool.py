@@ -23,7 +23,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 _worker_state: dict[str, object] = {}
 
@@ -100,56 +100,93 @@ def compile_lock(lock_dir: Path, namespace: str, configs_key: str) -> Iterator[N
         os.close(fd)  # closing drops the lock
 
 
-def _init_worker(family_name: str, shape_json: dict, backend_name: str, device_index: int,
-                 lock_dir: str | None = None) -> None:
-    import json
-
+def _init_worker(device_index: int, lock_dir: str | None, warm: tuple[tuple[str, str | None], ...]) -> None:
+    """A compile process's start: what does not depend on the sweep (torch, the CUDA context on its GPU, the engine
+    kernels' modules of `warm`), so a pool can start before its job exists. A kernel that cannot be imported here
+    is reported by the compile that needs it."""
     import torch
 
+    torch.cuda.set_device(device_index)
+    torch.empty(1, device=f"cuda:{device_index}")  # the CUDA context now, not at the first compile
+    _worker_state["lock_dir"] = Path(lock_dir) if lock_dir else None
     from tuner.kernels.family import get_family
 
-    torch.cuda.set_device(device_index)
-    _worker_state["probe"] = get_family(family_name).compile_probe(shape_json, backend_name)
-    _worker_state["lock_dir"] = Path(lock_dir) if lock_dir else None
-    _worker_state["namespace"] = f"{family_name}/{backend_name}/{json.dumps(shape_json, sort_keys=True)}"
+    for family_name, kernel_source in warm:
+        with contextlib.suppress(Exception):
+            get_family(family_name).get_backend(kernel_source)
 
 
-def _compile_one(configs_key: str, batch_size: int) -> tuple[str, str, str]:
-    probe = _worker_state["probe"]
+def _probe_for(target: tuple[str, str, str]) -> Any:
+    """The compile probe of `target` (family, shape JSON, backend), built on first use; one target's placeholder
+    tensors at a time, as a pool may serve one sweep after another (13 GEMM shapes)."""
+    if _worker_state.get("target") != target:
+        import json
+
+        import torch
+
+        from tuner.kernels.family import get_family
+
+        _worker_state.pop("probe", None)
+        _worker_state.pop("target", None)
+        torch.cuda.empty_cache()
+        family_name, shape_text, backend_name = target
+        _worker_state["probe"] = get_family(family_name).compile_probe(json.loads(shape_text), backend_name)
+        _worker_state["target"] = target
+    return _worker_state["probe"]
+
+
+def _compile_one(target: tuple[str, str, str], configs_key: str, batch_size: int) -> tuple[str, str, str]:
+    probe = _probe_for(target)
     lock_dir = _worker_state.get("lock_dir")
-    with (compile_lock(lock_dir, str(_worker_state["namespace"]), configs_key) if isinstance(lock_dir, Path)
+    namespace = "/".join((target[0], target[2], target[1]))
+    with (compile_lock(lock_dir, namespace, configs_key) if isinstance(lock_dir, Path)
           else contextlib.nullcontext()):
         status, detail = probe.compile(configs_key, batch_size)  # type: ignore[attr-defined]
     return configs_key, status, detail
 
 
 class CompilePool:
-    """Parallel ahead-of-time compilation at the batch size being swept (`batch_size`). `submit(configs)` returns
-    immediately; `wait(configs)` blocks."""
+    """Parallel ahead-of-time compilation on GPU `device_index`, at the batch size being swept (`batch_size`), for
+    the sweep set with `target(...)`. Its processes start when it is made (torch, CUDA context and the engine
+    kernels of `warm` imported then), so it can be made before the job is planned and serve every sweep of the job
+    after it. `submit(configs)` returns immediately; `wait(configs)` blocks.
 
-    def __init__(self, family_name: str, shape_json: dict, backend_name: str, device_index: int = 0,
-                 workers: int | None = None, lock_dir: Path | None = None):
+    `warm`: (family, kernel source) pairs whose modules each process imports at start (tuner.kernels.family)."""
+
+    def __init__(self, device_index: int = 0, workers: int | None = None, lock_dir: Path | None = None,
+                 warm: Iterable[tuple[str, str | None]] = ()) -> None:
         n = workers if workers is not None else max(1, min(16, (os.cpu_count() or 2) - 1))
         lock = str(lock_dir or host_lock_dir())
-        self._pool = WorkerPool(n, _init_worker, (family_name, shape_json, backend_name, device_index, lock))
+        self._pool = WorkerPool(n, _init_worker, (device_index, lock, tuple(warm)))
         self._pool.start_all()
-        self._futures: dict[tuple[Any, int], cf.Future] = {}
+        self._futures: dict[tuple[Any, Any, int], cf.Future] = {}
+        self._target: tuple[str, str, str] | None = None
         self.workers = n
         self.batch_size = 1
         self.wait_s = 0.0  # seconds callers spent blocked in wait(): compilation the timing could not overlap
 
+    def target(self, family_name: str, shape_json: dict, backend_name: str) -> None:
+        """Compile for this sweep from now on: kernel family (tuner.kernels.family), its shape as the family stores
+        it, and the backend whose kernel is compiled (e.g. "sglang")."""
+        import json
+
+        self._target = (family_name, json.dumps(shape_json, sort_keys=True), backend_name)
+
     def submit(self, configs: Iterable[Any]) -> None:
         """Start compiling each of `configs` (anything with a `.key` the family's probe parses) at `batch_size`."""
+        if self._target is None:
+            raise RuntimeError("CompilePool.target(...) must be set before configs are submitted")
         for c in configs:
-            if (c, self.batch_size) not in self._futures:
-                self._futures[(c, self.batch_size)] = self._pool.submit(_compile_one, c.key, self.batch_size)
+            key = (self._target, c, self.batch_size)
+            if key not in self._futures:
+                self._futures[key] = self._pool.submit(_compile_one, self._target, c.key, self.batch_size)
 
     def wait(self, configs: Any) -> tuple[str, str]:
         """(status, detail) of compiling `configs`; submits it first if needed."""
         self.submit([configs])
         t0 = time.perf_counter()
         try:
-            _, status, detail = self._futures[(configs, self.batch_size)].result()
+            _, status, detail = self._futures[(self._target, configs, self.batch_size)].result()
         except Exception as exc:  # noqa: BLE001 - a crashed worker (e.g. illegal memory access) is data too
             return "compile_error", f"compile worker failed: {type(exc).__name__}: {exc}"
         finally:
@@ -160,3 +197,9 @@ class CompilePool:
         for f in self._futures.values():
             f.cancel()
         self._pool.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tuner.kernels.base import STANDARD_BATCH_SIZES, MoeShape
+from tuner.search.compile_pool import CompilePool
 from tuner.search.moe_batch import BatchResult
 from tuner.store.db import open_database
 from tuner.store.kernels import (
@@ -66,24 +67,44 @@ class SweepSession:
     are run one at a time (`run_batch`) as a worker claims them."""
 
     def __init__(self, spec: SweepSpec, database_url: str, device_index: int = 0,
-                 compile_workers: int | None = None, print_fn: Callable[[str], None] | None = None) -> None:
-        import torch
-        import triton
-
+                 compile_workers: int | None = None, print_fn: Callable[[str], None] | None = None,
+                 pool: CompilePool | None = None) -> None:
+        """`pool`: a compile pool on this GPU that outlives the session (a worker's, started before its job);
+        without one the session starts its own first thing, so its processes start while the engine kernel is
+        imported and the weights are made, and closes it with the session."""
         from tuner.kernels.family import get_family
-        from tuner.kernels.timing import BENCH_METHOD, require_cuda
-        from tuner.search.compile_pool import CompilePool
-        from tuner.search.runners import runner_for
+        from tuner.kernels.timing import require_cuda
 
         require_cuda()
         t0 = time.perf_counter()
         self.start_s: dict[str, float] = {}  # where opening the session went (wall seconds), see SweepHandler
         self.spec = spec
         family = get_family(spec.kernel)
+        self._owns_pool = pool is None
+        self.pool = pool if pool is not None else CompilePool(device_index, compile_workers,
+                                                              warm=[(family.name, spec.kernel_source)])
+        self.start_s["compile_pool"] = time.perf_counter() - t0
+        try:
+            self._open(spec, database_url, device_index, print_fn, t0)
+        except BaseException:
+            if self._owns_pool:  # its processes must not outlive a session that failed to open
+                self.pool.close()
+            raise
+
+    def _open(self, spec: SweepSpec, database_url: str, device_index: int,
+              print_fn: Callable[[str], None] | None, t0: float) -> None:
+        import torch
+        import triton
+
+        from tuner.kernels.family import get_family
+        from tuner.kernels.timing import BENCH_METHOD
+        from tuner.search.runners import runner_for
+
+        family = get_family(spec.kernel)
         torch.cuda.set_device(device_index)
         device = torch.device("cuda", device_index)
         backend = family.get_backend(spec.kernel_source)
-        self.start_s["engine_kernel"] = time.perf_counter() - t0
+        self.start_s["engine_kernel"] = time.perf_counter() - t0 - sum(self.start_s.values())
         if print_fn is not None:
             print_fn(describe_kernel_source(backend))
         proxy_for = getattr(backend, "proxy_for", None)
@@ -103,10 +124,9 @@ class SweepSession:
                    "use_tma": getattr(backend, "supports_tma", False)},
         )
         self.start_s["store"] = time.perf_counter() - t0 - sum(self.start_s.values())
+        self.pool.target(family.name, shape_json, backend.name)
         self.runner = runner_for(family.name, spec, backend, device, self.db, ctx)
         self.start_s["weights"] = time.perf_counter() - t0 - sum(self.start_s.values())
-        self.pool = CompilePool(family.name, shape_json, backend.name, device_index, compile_workers)
-        self.start_s["compile_pool"] = time.perf_counter() - t0 - sum(self.start_s.values())
 
     def run_batch(self, batch_size: int, on_progress: Callable[[int], None] | None = None,
                   refine: bool = False) -> BatchResult:
@@ -127,7 +147,8 @@ class SweepSession:
         set_sweep_status(self.db, self.sweep_id, status)
 
     def close(self) -> None:
-        self.pool.close()
+        if self._owns_pool:
+            self.pool.close()
         self.db.dispose()
 
 

@@ -8,6 +8,7 @@ every config that fits the device, for comparison. Neither knows about GPUs, tim
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -81,12 +82,11 @@ class AdaptiveSearch:
             for p in PARAMS
         }
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self._study = optuna.create_study(
-            direction="minimize",
-            sampler=optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, constant_liar=True, n_startup_trials=max(8, len(self._seeds)),
-            ),
-        )
+        with warnings.catch_warnings():  # multivariate and constant_liar are chosen on purpose: no warning per M
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, constant_liar=True, n_startup_trials=max(8, len(self._seeds)))
+        self._study = optuna.create_study(direction="minimize", sampler=sampler)
 
     def _penalty(self) -> float:
         ok = [v for v in self._results.values() if v is not None]
