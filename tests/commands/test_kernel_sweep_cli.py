@@ -25,6 +25,19 @@ def test_no_gpu_is_a_clear_error_pointing_at_interpret(data_dir, capsys):
     assert "no CUDA GPU" in err and "--interpret" in err
 
 
+def test_several_gpus_without_any_is_the_same_one_line_error_and_starts_no_worker(data_dir, capsys, monkeypatch):
+    # the GPU workers start before the job is planned, but only on a host with NVIDIA device nodes
+    import tuner.jobs.worker as worker
+
+    started = []
+    monkeypatch.setattr(worker, "GpuWorkers", lambda *a, **k: started.append(a))
+    assert main(["kernel-sweep", "--model", "GLM-4.7-FP8", "--tp", "8", "--gpus", "0,1"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert started == []
+    assert main(["kernel-sweep", "--model", "GLM-4.7-FP8", "--tp", "8", "--gpus", "0,x"]) == 2
+    assert "--gpus must be comma-separated GPU indices" in capsys.readouterr().err
+
+
 def test_interpret_pass_checks_the_models_dtype_on_cpu(data_dir, capsys):
     assert main(["kernel-sweep", "--model", "DeepSeek-V3", "--tp", "8", "--interpret"]) == 0
     out = capsys.readouterr().out

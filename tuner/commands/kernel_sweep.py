@@ -45,12 +45,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_interpret_check(shape, print_fn=print)
     url = settings.resolved_database_url
+    if args.gpus:
+        _gpu_indices(args.gpus)  # a malformed list is said first, on any host
     with contextlib.ExitStack() as stack:
         workers = None
-        if args.gpus and "," in args.gpus:  # several GPUs: their workers start while the job is planned
+        if args.gpus and "," in args.gpus and _nvidia_devices_present():
+            # several GPUs: their workers start first, before this process imports torch and plans the job (an
+            # index this host lacks is refused below, and the workers stopped)
             from tuner.jobs.worker import GpuWorkers, per_gpu_compile_workers
 
-            gpus = _parse_gpus(args.gpus)
+            gpus = _gpu_indices(args.gpus)
             if len(gpus) > 1:
                 workers = stack.enter_context(GpuWorkers(
                     url, gpus, compile_workers=per_gpu_compile_workers(gpus, args.compile_workers),
@@ -125,6 +129,22 @@ def _local_device_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
+def _nvidia_devices_present() -> bool:
+    """Whether this host has NVIDIA device nodes (/dev/nvidia0, ...): a check that needs no torch import, so the
+    GPU workers can start before this process pays for one."""
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def _gpu_indices(text: str) -> list[int]:
+    """'0,1' -> [0, 1]; TunerError with one line if it is not a list of integers."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise TunerError(f"--gpus must be comma-separated GPU indices, got {text!r}") from None
+
+
 def _parse_gpus(text: str | None) -> list[int]:
     import torch
 
@@ -133,10 +153,7 @@ def _parse_gpus(text: str | None) -> list[int]:
     count = torch.cuda.device_count()
     if not text:
         return [0]
-    try:
-        gpus = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise TunerError(f"--gpus must be comma-separated GPU indices, got {text!r}") from None
+    gpus = _gpu_indices(text)
     bad = [g for g in gpus if not 0 <= g < count]
     if bad or not gpus:
         raise TunerError(f"--gpus {text}: this machine has GPUs 0..{count - 1}")

@@ -179,21 +179,28 @@ def cpu_work(database_url: str, *, job_ids: list[int] | None = None, stay: bool 
                 worker_id=worker_id, stay=stay, print_fn=print_fn)
 
 
-def _warm_up(device_index: int, kernels: list[tuple[str, str | None]]) -> None:
+def _warm_up(device_index: int, kernels: list[tuple[str, str | None]]) -> dict[str, float]:
     """What every GPU worker does before its first unit and needs no job for: the interpreter's imports, the CUDA
-    context on its GPU and the engine kernels' modules. Failures are left to the real start to report."""
+    context on its GPU and the engine kernels' modules. Returns the seconds each took. Failures are left to the
+    real start to report."""
+    took: dict[str, float] = {}
+    t0 = time.perf_counter()
     try:
         import torch
 
+        took["torch"] = time.perf_counter() - t0
         torch.cuda.set_device(device_index)
         torch.empty(1, device=f"cuda:{device_index}")  # creates the context
+        took["CUDA context"] = time.perf_counter() - t0 - sum(took.values())
         import tuner.jobs.kinds  # noqa: F401 - the handlers' modules
         from tuner.kernels.family import get_family
 
         for family, kernel_source in kernels:
             get_family(family).get_backend(kernel_source)
+        took["engine kernels"] = time.perf_counter() - t0 - sum(took.values())
     except Exception as exc:  # noqa: BLE001
         log.debug("warm-up of GPU %s: %s", device_index, exc)
+    return took
 
 
 def _run_gpu_worker(database_url: str, device_index: int, job_ids: list[int], compile_workers: int | None,
@@ -217,14 +224,15 @@ def _gpu_process(conn: Any, database_url: str, device_index: int, compile_worker
             from tuner.search.compile_pool import CompilePool
 
             pool = CompilePool(device_index, compile_workers, warm=kernels)
-        _warm_up(device_index, kernels)
+        phases = {"compile pool": time.perf_counter() - t0, **_warm_up(device_index, kernels)}
         ready_s = time.perf_counter() - t0
         try:
             job_ids = conn.recv()
         except EOFError:  # the parent went away before the job existed
             return
-        log.info("GPU %s worker: ready %.1f s after its start, given its job %.1f s later", device_index, ready_s,
-                 time.perf_counter() - t0 - ready_s)
+        log.info("GPU %s worker: ready %.1f s after its start (%s), given its job %.1f s later (%s UTC)",
+                 device_index, ready_s, ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()),
+                 time.perf_counter() - t0 - ready_s, time.strftime("%H:%M:%S", time.gmtime()))
         if job_ids is None:  # nothing to do (the request was refused)
             return
         if pool is None:
