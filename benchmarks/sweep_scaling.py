@@ -8,7 +8,8 @@ sharing one database; wall time of each, the speed-up, and whether the exported 
 
 `run` is `tuner kernel-sweep --kernel-source sglang --gpus G --export W/gpus-G-files` on its own database
 (W/gpus-G.db) and its own empty Triton cache (so neither run reuses the other's compiled kernels), in its own process
-group, wall time recorded in W/scaling.json. `compare` finds the M whose exported up or `_down` config differs
+group, wall time recorded in W/scaling.json; while it runs, the host's CPU busy fraction and each GPU's
+utilisation are sampled once a second into W/<tag>-usage.csv (is the sweep bound by compiling or by timing?). `compare` finds the M whose exported up or `_down` config differs
 between the runs and times the two folders there in SGLang's kernel through its own lookup (SGLANG_MOE_CONFIG_DIR),
 interleaved, same process: a difference is within noise when the two latencies differ by less than their spreads.
 """
