@@ -27,7 +27,7 @@ def test_no_gpu_is_a_clear_error_pointing_at_interpret(data_dir, capsys):
 
 def test_several_gpus_without_any_is_the_same_one_line_error_and_starts_no_worker(data_dir, capsys, monkeypatch):
     # the GPU workers start before the job is planned, but only on a host with NVIDIA device nodes
-    import tuner.jobs.worker as worker
+    from tuner.jobs import worker
 
     started = []
     monkeypatch.setattr(worker, "GpuWorkers", lambda *a, **k: started.append(a))

@@ -215,3 +215,44 @@ def test_gpu_workers_name_the_gpu_whose_worker_failed(db, db_url):  # type: igno
         workers.start([job.id])
         assert workers.join() == [99]
     assert all(u.state == "done" for u in units.list_units(db, job.id))  # the other worker did the work
+
+
+def test_a_worker_keeps_one_jobs_state_open_and_none_while_idle(db, db_url, monkeypatch):  # type: ignore[no-untyped-def]
+    """A long-running GPU worker must not keep every finished job's sweep sessions (weights on the GPU, a compile
+    pool of 15 processes each) open: the previous job's handler is closed before the next job's opens, and a worker
+    that stays waiting for work holds none."""
+    import tuner.jobs.worker as worker_module
+
+    events: list[str] = []
+
+    class Tracked(Recorder):
+        def __init__(self, url, job_id):  # type: ignore[no-untyped-def]
+            super().__init__(url)
+            self.job_id = job_id
+            events.append(f"open {job_id}")
+
+        def close(self) -> None:
+            events.append(f"close {self.job_id}")
+            super().close()
+
+    class Clock:  # the module's `time`, except that sleeping while idle ends the staying worker like Ctrl-C
+        naps = 0
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(time, name)
+
+        def sleep(self, seconds):  # type: ignore[no-untyped-def]
+            self.naps += 1
+            if (events and events[-1].startswith("close")) or self.naps > 100:  # (100: a worker that never closes)
+                raise KeyboardInterrupt
+            time.sleep(seconds)
+
+    first = _job(db, [1, 2])
+    second = units.create_job(db, "kernel_sweep:CPU", {"model": "other", "tp": 8},
+                              [(f"M={m}", {"batch_size": m}) for m in (4, 8)])
+    monkeypatch.setattr(worker_module, "time", Clock())
+    with pytest.raises(KeyboardInterrupt):
+        work(db_url, lambda job: Tracked(db_url, job.id), kinds=["kernel_sweep:CPU"], stay=True, poll_s=0.05,
+             heartbeat_s=0.05)
+    assert events == [f"open {first.id}", f"close {first.id}", f"open {second.id}", f"close {second.id}"]
+    assert all(u.state == "done" for j in (first, second) for u in units.list_units(db, j.id))

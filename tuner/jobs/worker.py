@@ -95,7 +95,11 @@ def work(
         while True:
             claim = units.claim_unit(db, worker_id, kinds=kinds, lease_s=lease_s, job_ids=job_ids)
             if claim is None:
-                if stay or _held_by_others(db, kinds, job_ids):
+                if _held_by_others(db, kinds, job_ids):
+                    time.sleep(poll_s)  # units others hold may come back: keep this job's state
+                    continue
+                if stay:
+                    _close_handlers(handlers)  # idle: a waiting worker holds no GPU state (sessions, compile pools)
                     time.sleep(poll_s)
                     continue
                 return summary
@@ -103,6 +107,9 @@ def work(
             label = f"job#{job.id}/{unit.key}"
             try:
                 if job.id not in handlers:
+                    # one job's state at a time: a long-running worker must not keep every finished job's sweep
+                    # sessions (weights on the GPU, a compile pool each) open
+                    _close_handlers(handlers)
                     handlers[job.id] = handler_for(job)
                 with _Heartbeat(db, unit.id, worker_id, lease_s, heartbeat_s) as beat:
                     result = handlers[job.id].run(unit)
@@ -124,9 +131,17 @@ def work(
                     raise
                 say(f"{label} failed: {type(exc).__name__}: {exc}")
     finally:
-        for handler in handlers.values():
-            handler.close()
+        _close_handlers(handlers)
         db.dispose()
+
+
+def _close_handlers(handlers: dict[int, UnitHandler]) -> None:
+    while handlers:
+        job_id, handler = handlers.popitem()
+        try:
+            handler.close()
+        except Exception as exc:  # noqa: BLE001 - closing is best effort; the next handler must still open
+            log.warning("closing the handler of job #%s failed: %s", job_id, exc)
 
 
 def _held_by_others(db: Database, kinds: list[str] | None, job_ids: list[int] | None) -> bool:
