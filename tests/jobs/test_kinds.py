@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import ClassVar
 
 import pytest
 
@@ -145,41 +146,61 @@ def test_the_worker_dispatches_each_unit_to_its_kinds_handler(db, db_url):  # ty
     assert summary.failed and "tuner worker --gpu" in units.list_units(db, sweep.id)[0].error
 
 
-def test_a_sweep_units_result_says_where_its_time_went(monkeypatch):  # type: ignore[no-untyped-def]
-    """Each unit's stored result carries its wall time split into opening the sweep session (first unit of a sweep
-    only), waiting on compiles and GPU timing, so a slow or badly scaling sweep is explained from the database."""
-    import time
-    import types
+class _StandInSession:
+    """Stands in for a SweepSession on a GPU: opening takes `open_s`, each batch `batch_s` of which `wait_s` is
+    blocked on compiles; records the compile pool it was given."""
 
+    open_s, batch_s, wait_s = 0.0, 0.0, 0.0
+    pools_given: ClassVar[list[object]] = []
+
+    def __init__(self, *args, pool=None, **kwargs):  # type: ignore[no-untyped-def]
+        import time
+        import types
+
+        type(self).pools_given.append(pool)
+        time.sleep(self.open_s)  # engine kernel, weights, compile pool
+        self.pool = types.SimpleNamespace(wait_s=0.0)
+
+    def run_batch(self, batch_size, refine=False):  # type: ignore[no-untyped-def]
+        import time
+        import types
+
+        time.sleep(self.batch_s)
+        self.pool.wait_s += self.wait_s
+        return types.SimpleNamespace(best=None, best_latency_us=10.0, engine_latency_us=11.0,
+                                     default_latency_us=12.0, kept_engine_choice=False, measured=3,
+                                     gpu_seconds=0.04)
+
+    def mark(self, status):  # type: ignore[no-untyped-def]
+        pass
+
+    def close(self):  # type: ignore[no-untyped-def]
+        pass
+
+
+def _stand_in_handler(monkeypatch, session: type, sweeps: int, **context):  # type: ignore[no-untyped-def]
+    """A SweepHandler without a stored job, whose sessions are `session`."""
     import tuner.search.kernel_sweep as ks
     from tuner.jobs.context import WorkerContext
     from tuner.jobs.kernel_sweep import SweepHandler
 
-    class Pool:
-        wait_s = 0.0
-
-    class Session:
-        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            time.sleep(0.2)  # engine kernel, weights, compile pool
-            self.pool = Pool()
-
-        def run_batch(self, batch_size, refine=False):  # type: ignore[no-untyped-def]
-            time.sleep(0.1)
-            self.pool.wait_s += 0.05  # blocked on compiles
-            return types.SimpleNamespace(best=None, best_latency_us=10.0, engine_latency_us=11.0,
-                                         default_latency_us=12.0, kept_engine_choice=False, measured=3,
-                                         gpu_seconds=0.04)
-
-        def mark(self, status):  # type: ignore[no-untyped-def]
-            pass
-
-        def close(self):  # type: ignore[no-untyped-def]
-            pass
-
-    monkeypatch.setattr(ks, "SweepSession", Session)
+    monkeypatch.setattr(ks, "SweepSession", session)
     monkeypatch.setattr(ks, "batch_line", lambda r: "line")
-    handler = SweepHandler.__new__(SweepHandler)  # without a stored job: its specs and context are set here
-    handler.specs, handler.context, handler.sessions = [object()], WorkerContext("sqlite://", 0), {}
+    handler = SweepHandler.__new__(SweepHandler)
+    handler.specs, handler.sessions = [object()] * sweeps, {}
+    handler.context = WorkerContext("sqlite://", 0, **context)
+    return handler
+
+
+def test_a_sweep_units_result_says_where_its_time_went(monkeypatch):  # type: ignore[no-untyped-def]
+    """Each unit's stored result carries its wall time split into opening the sweep session (first unit of a sweep
+    only), waiting on compiles and GPU timing, so a slow or badly scaling sweep is explained from the database."""
+    import types
+
+    class Session(_StandInSession):
+        open_s, batch_s, wait_s = 0.2, 0.1, 0.05
+
+    handler = _stand_in_handler(monkeypatch, Session, 1)
     first = handler.run(types.SimpleNamespace(payload={"sweep": 0, "batch_size": 64}))  # type: ignore[arg-type]
     second = handler.run(types.SimpleNamespace(payload={"sweep": 0, "batch_size": 1, "phase": "refine"}))  # type: ignore[arg-type]
     t1, t2 = first["timing_s"], second["timing_s"]
@@ -192,34 +213,11 @@ def test_a_sweep_uses_the_compile_pool_its_worker_started_before_the_job(monkeyp
     in that pool instead of starting (and later stopping) its own."""
     import types
 
-    import tuner.search.kernel_sweep as ks
-    from tuner.jobs.context import WorkerContext
-    from tuner.jobs.kernel_sweep import SweepHandler
+    class Session(_StandInSession):
+        pools_given: ClassVar[list[object]] = []
 
-    given: list[object] = []
-
-    class Session:
-        def __init__(self, *args, pool=None, **kwargs):  # type: ignore[no-untyped-def]
-            given.append(pool)
-            self.pool = types.SimpleNamespace(wait_s=0.0)
-
-        def run_batch(self, batch_size, refine=False):  # type: ignore[no-untyped-def]
-            return types.SimpleNamespace(best=None, best_latency_us=1.0, engine_latency_us=1.0,
-                                         default_latency_us=1.0, kept_engine_choice=True, measured=1,
-                                         gpu_seconds=0.0)
-
-        def mark(self, status):  # type: ignore[no-untyped-def]
-            pass
-
-        def close(self):  # type: ignore[no-untyped-def]
-            pass
-
-    monkeypatch.setattr(ks, "SweepSession", Session)
-    monkeypatch.setattr(ks, "batch_line", lambda r: "line")
     pool = object()
-    handler = SweepHandler.__new__(SweepHandler)
-    handler.specs, handler.sessions = [object(), object()], {}
-    handler.context = WorkerContext("sqlite://", 0, compile_pool=pool)
+    handler = _stand_in_handler(monkeypatch, Session, 2, compile_pool=pool)
     for sweep in (0, 1):  # two sweeps of one job (e.g. two GEMM shapes): one pool for both
         handler.run(types.SimpleNamespace(payload={"sweep": sweep, "batch_size": 8}))  # type: ignore[arg-type]
-    assert given == [pool, pool]
+    assert Session.pools_given == [pool, pool]
