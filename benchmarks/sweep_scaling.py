@@ -9,8 +9,8 @@ sharing one database; wall time of each, the speed-up, and whether the exported 
 `run` is `tuner kernel-sweep --kernel-source sglang --gpus G --export W/gpus-G-files` on its own database
 (W/gpus-G.db) and its own empty Triton cache (so neither run reuses the other's compiled kernels), in its own process
 group, wall time recorded in W/scaling.json; while it runs, the host's CPU busy fraction and each GPU's
-utilisation are sampled once a second into W/<tag>-usage.csv (is the sweep bound by compiling or by timing?). `compare` finds the M whose exported up or `_down` config differs
-between the runs and times the two folders there in SGLang's kernel through its own lookup (SGLANG_MOE_CONFIG_DIR),
+utilisation are sampled once a second into W/<tag>-usage.csv (is the sweep bound by compiling or by timing?).
+`compare` finds the M whose exported up or `_down` config differs between the runs and times the two folders there in SGLang's kernel through its own lookup (SGLANG_MOE_CONFIG_DIR),
 interleaved, same process: a difference is within noise when the two latencies differ by less than their spreads.
 """
 
@@ -23,7 +23,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Self
 
 from _procs import run_interruptible
 
@@ -39,7 +39,7 @@ class UsageSampler:
         self.path, self.every_s = path, every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._smi: Any = None
+        self._smi: str | None = None
 
     @staticmethod
     def _cpu() -> tuple[int, int] | None:
@@ -73,12 +73,12 @@ class UsageSampler:
 
         try:
             r = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                               capture_output=True, text=True, timeout=5, start_new_session=True)
+                               capture_output=True, text=True, timeout=5, start_new_session=True, check=False)
         except (OSError, subprocess.TimeoutExpired):
             return ""
         return " ".join(r.stdout.split())
 
-    def __enter__(self) -> "UsageSampler":
+    def __enter__(self) -> Self:
         self._smi = shutil.which("nvidia-smi")
         self._thread.start()
         return self

@@ -159,6 +159,7 @@ class _StandInSession:
 
         type(self).pools_given.append(pool)
         time.sleep(self.open_s)  # engine kernel, weights, compile pool
+        self.start_s = {"engine_kernel": self.open_s}
         self.pool = types.SimpleNamespace(wait_s=0.0)
 
     def run_batch(self, batch_size, refine=False):  # type: ignore[no-untyped-def]
@@ -205,7 +206,9 @@ def test_a_sweep_units_result_says_where_its_time_went(monkeypatch):  # type: ig
     second = handler.run(types.SimpleNamespace(payload={"sweep": 0, "batch_size": 1, "phase": "refine"}))  # type: ignore[arg-type]
     t1, t2 = first["timing_s"], second["timing_s"]
     assert t1["session_start"] >= 0.2 and t1["unit"] >= 0.3 and t1["compile_wait"] == 0.05 and t1["gpu"] == 0.04
+    assert t1["session_engine_kernel"] == 0.2  # the opening unit also says where its start-up went
     assert t2["session_start"] == 0.0 and 0.1 <= t2["unit"] < t1["unit"] and t2["compile_wait"] == 0.05  # per unit
+    assert "session_engine_kernel" not in t2
 
 
 def test_a_sweep_uses_the_compile_pool_its_worker_started_before_the_job(monkeypatch):  # type: ignore[no-untyped-def]

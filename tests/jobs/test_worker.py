@@ -171,7 +171,8 @@ def test_an_adaptive_sweep_of_several_batch_sizes_plans_a_second_pass_after_ever
     assert [s for _, _, s in two] == [0] * 5 + [1] * 5
 
 
-def _gpu_worker_stand_in(url: str, gpu: int, job_ids: list[int], compile_workers: int | None) -> None:
+def _gpu_worker_stand_in(url: str, gpu: int, job_ids: list[int], compile_workers: int | None,
+                         compile_pool: object) -> None:
     """What GpuWorkers runs on a 'GPU' here: the worker loop with CPU handlers, one worker id per GPU."""
     if gpu == 99:
         raise RuntimeError("GPU fault")

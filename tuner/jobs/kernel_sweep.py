@@ -360,7 +360,7 @@ class SweepHandler:
         timing_s = {"unit": time.perf_counter() - t0, "session_start": session_start_s,
                     "compile_wait": session.pool.wait_s - waited_before, "gpu": result.gpu_seconds}
         if session_start_s:  # the unit that opened the session: its start-up's parts too
-            timing_s |= {f"session_{k}": v for k, v in getattr(session, "start_s", {}).items()}
+            timing_s |= {f"session_{k}": v for k, v in session.start_s.items()}
         return {"best": result.best.key if result.best else None, "latency_us": result.best_latency_us,
                 "engine_latency_us": result.engine_latency_us, "default_latency_us": result.default_latency_us,
                 "kept_engine_choice": result.kept_engine_choice, "measured": result.measured,

@@ -195,26 +195,16 @@ def cpu_work(database_url: str, *, job_ids: list[int] | None = None, stay: bool 
 
 
 def _warm_up(device_index: int, kernels: list[tuple[str, str | None]]) -> dict[str, float]:
-    """What every GPU worker does before its first unit and needs no job for: the interpreter's imports, the CUDA
-    context on its GPU and the engine kernels' modules. Returns the seconds each took. Failures are left to the
-    real start to report."""
-    took: dict[str, float] = {}
-    t0 = time.perf_counter()
+    """What every GPU worker does before its first unit and needs no job for (the compile processes' start, plus the
+    job kinds' modules). Returns the seconds each phase took. Failures are left to the real start to report."""
+    from tuner.search.compile_pool import warm_gpu_process
+
     try:
-        import torch
-
-        took["torch"] = time.perf_counter() - t0
-        torch.cuda.set_device(device_index)
-        torch.empty(1, device=f"cuda:{device_index}")  # creates the context
-        took["CUDA context"] = time.perf_counter() - t0 - sum(took.values())
+        took = warm_gpu_process(device_index, kernels)
         import tuner.jobs.kinds  # noqa: F401 - the handlers' modules
-        from tuner.kernels.family import get_family
-
-        for family, kernel_source in kernels:
-            get_family(family).get_backend(kernel_source)
-        took["engine kernels"] = time.perf_counter() - t0 - sum(took.values())
     except Exception as exc:  # noqa: BLE001
         log.debug("warm-up of GPU %s: %s", device_index, exc)
+        return {}
     return took
 
 
@@ -250,10 +240,7 @@ def _gpu_process(conn: Any, database_url: str, device_index: int, compile_worker
                  time.perf_counter() - t0 - ready_s, time.strftime("%H:%M:%S", time.gmtime()))
         if job_ids is None:  # nothing to do (the request was refused)
             return
-        if pool is None:
-            run(database_url, device_index, job_ids, compile_workers)
-        else:
-            run(database_url, device_index, job_ids, compile_workers, pool)
+        run(database_url, device_index, job_ids, compile_workers, pool)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole group; the parent reports it, the unit was given back
         raise SystemExit(130) from None
     finally:
@@ -269,9 +256,9 @@ class GpuWorkers:
 
     `kernels`: (family, kernel_source) pairs whose modules the workers import while they wait; given any, each
     worker also starts its compile pool (tuner.search.compile_pool.CompilePool) at once and its sweeps use it.
-    `run(database_url, gpu, job_ids, compile_workers[, compile_pool])` is what a worker does once given its jobs
-    (default: `gpu_work`; a module-level function, as the processes are spawned; the pool is passed when there
-    is one)."""
+    `run(database_url, gpu, job_ids, compile_workers, compile_pool)` is what a worker does once given its jobs
+    (default: `gpu_work`; a module-level function, as the processes are spawned; the pool is None without
+    `kernels`)."""
 
     def __init__(self, database_url: str, gpus: list[int], *, compile_workers: int | None = None,
                  kernels: list[tuple[str, str | None]] | None = None,

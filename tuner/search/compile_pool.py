@@ -100,20 +100,33 @@ def compile_lock(lock_dir: Path, namespace: str, configs_key: str) -> Iterator[N
         os.close(fd)  # closing drops the lock
 
 
-def _init_worker(device_index: int, lock_dir: str | None, warm: tuple[tuple[str, str | None], ...]) -> None:
-    """A compile process's start: what does not depend on the sweep (torch, the CUDA context on its GPU, the engine
-    kernels' modules of `warm`), so a pool can start before its job exists. A kernel that cannot be imported here
-    is reported by the compile that needs it."""
+def warm_gpu_process(device_index: int, kernels: Iterable[tuple[str, str | None]]) -> dict[str, float]:
+    """What a GPU worker and each of its compile processes do before any sweep exists: import torch, make the CUDA
+    context on GPU `device_index`, import the engine kernels of `kernels` ((family, kernel source) pairs, see
+    tuner.kernels.family). Returns the wall seconds of each phase. An engine kernel that cannot be imported is left
+    to the sweep that needs it to report; a GPU that cannot be used raises (torch's error)."""
+    took: dict[str, float] = {}
+    t0 = time.perf_counter()
     import torch
 
+    took["torch"] = time.perf_counter() - t0
     torch.cuda.set_device(device_index)
-    torch.empty(1, device=f"cuda:{device_index}")  # the CUDA context now, not at the first compile
-    _worker_state["lock_dir"] = Path(lock_dir) if lock_dir else None
+    torch.empty(1, device=f"cuda:{device_index}")  # the CUDA context now, not at the first unit or compile
+    took["CUDA context"] = time.perf_counter() - t0 - sum(took.values())
     from tuner.kernels.family import get_family
 
-    for family_name, kernel_source in warm:
+    for family_name, kernel_source in kernels:
         with contextlib.suppress(Exception):
             get_family(family_name).get_backend(kernel_source)
+    took["engine kernels"] = time.perf_counter() - t0 - sum(took.values())
+    return took
+
+
+def _init_worker(device_index: int, lock_dir: str | None, warm: tuple[tuple[str, str | None], ...]) -> None:
+    """A compile process's start: what does not depend on the sweep (warm_gpu_process), so a pool can start before
+    its job exists."""
+    warm_gpu_process(device_index, warm)
+    _worker_state["lock_dir"] = Path(lock_dir) if lock_dir else None
 
 
 def _probe_for(target: tuple[str, str, str]) -> Any:

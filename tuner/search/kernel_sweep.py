@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tuner.kernels.base import STANDARD_BATCH_SIZES, MoeShape
 from tuner.search.compile_pool import CompilePool
@@ -85,22 +86,20 @@ class SweepSession:
                                                               warm=[(family.name, spec.kernel_source)])
         self.start_s["compile_pool"] = time.perf_counter() - t0
         try:
-            self._open(spec, database_url, device_index, print_fn, t0)
+            self._open(spec, family, database_url, device_index, print_fn, t0)
         except BaseException:
             if self._owns_pool:  # its processes must not outlive a session that failed to open
                 self.pool.close()
             raise
 
-    def _open(self, spec: SweepSpec, database_url: str, device_index: int,
+    def _open(self, spec: SweepSpec, family: Any, database_url: str, device_index: int,
               print_fn: Callable[[str], None] | None, t0: float) -> None:
         import torch
         import triton
 
-        from tuner.kernels.family import get_family
         from tuner.kernels.timing import BENCH_METHOD
         from tuner.search.runners import runner_for
 
-        family = get_family(spec.kernel)
         torch.cuda.set_device(device_index)
         device = torch.device("cuda", device_index)
         backend = family.get_backend(spec.kernel_source)
